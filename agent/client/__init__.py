@@ -1,0 +1,1 @@
+"""Clients of the agent: the scenario replay client and its helpers."""

@@ -1,0 +1,72 @@
+"""A client's websocket connection to an agent: handshake and clock sync."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from agent import __version__
+from agent.clock import Clock
+from agent.clocksync import ClockSample, OffsetEstimate, estimate_offset
+from agent.errors import ConnectError, ProtocolError
+from agent.protocol import PROTOCOL_VERSION, Error, Hello, Ping, Pong, decode, encode
+
+__all__ = ["CONNECT_TIMEOUT_S", "open_session", "sync_clock"]
+
+CONNECT_TIMEOUT_S = 10.0
+
+
+async def open_session(
+    url: str, clock: Clock, sample_rate: int, frame_ms: int
+) -> tuple[ClientConnection, Hello]:
+    """Connect and exchange hellos; errors become :class:`ConnectError`/:class:`ProtocolError`."""
+    try:
+        ws = await connect(url, compression=None, open_timeout=CONNECT_TIMEOUT_S, max_size=1 << 20)
+    except InvalidURI:
+        raise ConnectError(f"{url}: not a websocket URL (expected ws://host:port)") from None
+    except (OSError, TimeoutError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise ConnectError(f"cannot reach agent at {url}: {reason}") from None
+    except InvalidHandshake as exc:
+        raise ConnectError(f"{url} did not accept a websocket: {exc}") from None
+    hello = Hello(
+        protocol=PROTOCOL_VERSION,
+        sample_rate=sample_rate,
+        frame_ms=frame_ms,
+        role="client",
+        software=f"vlt/{__version__}",
+    )
+    try:
+        await ws.send(encode(hello))
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            reply = decode(await ws.recv())
+    except ConnectionClosed as exc:
+        raise ConnectError(f"agent at {url} closed the connection: {exc}") from None
+    except TimeoutError:
+        await ws.close()
+        raise ConnectError(f"agent at {url} sent no hello within {CONNECT_TIMEOUT_S:g} s") from None
+    if isinstance(reply, Error):
+        await ws.close()
+        raise ProtocolError(reply.code, f"agent at {url} refused the session: {reply.message}")
+    if not isinstance(reply, Hello):
+        await ws.close()
+        raise ProtocolError("hello_required", f"agent at {url} answered {reply.TYPE}, not hello")
+    return ws, reply
+
+
+async def sync_clock(
+    send_ping: Callable[[Ping], Awaitable[tuple[Pong, int]]], clock: Clock, rounds: int = 8
+) -> OffsetEstimate:
+    """Estimate the server's clock offset from ``rounds`` sequential pings.
+
+    ``send_ping`` returns the pong and the client time it arrived at.
+    """
+    samples = []
+    for _ in range(rounds):
+        t0 = clock.now_ns()
+        pong, t3 = await send_ping(Ping(t0_ns=t0))
+        samples.append(ClockSample(t0, pong.t1_ns, pong.t2_ns, t3))
+    return estimate_offset(samples)

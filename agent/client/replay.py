@@ -1,0 +1,485 @@
+"""The replay client: speaks a scenario into an agent and measures every turn.
+
+It behaves like a caller on a phone line: the upstream audio is one continuous
+stream of 20 ms frames paced in real time (silence between utterances), and the
+agent's audio is "played" as it arrives. Everything the client measures comes
+from what crosses the websocket, so it works against any agent that speaks the
+protocol:
+
+- ``user.speech_start`` / ``user.speech_end``: ground truth — where the
+  scenario put speech in the stream, anchored to the send time of the frame
+  carrying it (a frame is sent once its 20 ms have been "captured");
+- ``client.first_frame_received``: arrival of the turn's first agent frame;
+- ``client.first_audio_received``: when the first *audible* agent sample plays,
+  found in the received audio itself (playout starts at arrival, or when the
+  previous audio finishes);
+- barge-in stop latency: the interrupting speech start → the last agent frame
+  of the interrupted turn.
+
+Server marks arrive per turn and are moved onto the client clock with the NTP
+style offset estimate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from agent.audio import bytes_to_pcm, find_onset, pcm_to_bytes
+from agent.client.connection import open_session, sync_clock
+from agent.client.recorder import StereoRecorder
+from agent.clock import NS_PER_S, Clock, utc_now
+from agent.clocksync import OffsetEstimate
+from agent.errors import ConnectError, ProtocolError
+from agent.protocol import (
+    AgentText,
+    Bye,
+    Error,
+    MarkList,
+    Ping,
+    Pong,
+    ResponseDone,
+    Script,
+    Transcript,
+    decode,
+    encode,
+)
+from agent.results import RunWriter, environment, summarize
+from agent.scenario import Scenario, Turn
+from agent.stages.interfaces import PCM
+from agent.timeline import analyze
+from agent.user_speech import UserUtterance, render_user_audio
+
+__all__ = ["ReplayOptions", "ReplayResult", "replay"]
+
+log = logging.getLogger("vlt.replay")
+
+#: Agent audio counts as audible above this level (about -40 dBFS).
+ONSET_THRESHOLD_DBFS = -40.0
+#: Silence recorded after the last reply, so the recording ends cleanly.
+TAIL_MS = 300
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayOptions:
+    sample_rate: int = 16000
+    frame_ms: int = 20
+    clock_sync_rounds: int = 8
+
+
+@dataclass
+class ReplayResult:
+    run_dir: Path
+    records: list[dict[str, Any]]
+    summary: dict[str, Any]
+    offset: OffsetEstimate | None
+    completed: bool
+
+
+@dataclass
+class _ClientTurn:
+    """What the client knows about one turn while it is in flight."""
+
+    turn: Turn
+    marks: dict[str, int] = field(default_factory=dict)
+    server_marks: dict[str, int] = field(default_factory=dict)
+    status: str = "pending"
+    reason: str = ""
+    stats: dict[str, Any] = field(default_factory=dict)
+    transcript: str | None = None
+    agent_text: list[str] = field(default_factory=list)
+    agent_samples: int = 0
+    last_frame_ns: int | None = None
+    playout_end_ns: int | None = None
+    speech_sent: asyncio.Event = field(default_factory=asyncio.Event)
+    audible: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class _Replay:
+    def __init__(
+        self,
+        ws: ClientConnection,
+        clock: Clock,
+        scenario: Scenario,
+        writer: RunWriter,
+        sample_rate: int,
+        frame_ms: int,
+        on_turn: Callable[[dict[str, Any]], None] | None,
+    ) -> None:
+        self.ws = ws
+        self.clock = clock
+        self.scenario = scenario
+        self.writer = writer
+        self.rate = sample_rate
+        self.frame = sample_rate * frame_ms // 1000
+        self.frame_ns = self.frame * NS_PER_S // sample_rate
+        self.on_turn = on_turn
+        self.turns = [_ClientTurn(t) for t in scenario.turns]
+        self.records: list[dict[str, Any]] = []
+        self.recorder = StereoRecorder(sample_rate)
+        self.offset: OffsetEstimate | None = None
+        self.origin_ns = 0
+        self._silence = np.zeros(self.frame, dtype=np.int16)
+        self._silence_bytes = pcm_to_bytes(self._silence)
+        self._speech: deque[tuple[_ClientTurn, UserUtterance, int]] = deque()
+        self._replying: deque[_ClientTurn] = deque()  # speech sent, reply not finished
+        self._playout_end_ns = 0
+        self._pongs: asyncio.Queue[tuple[Pong, int]] = asyncio.Queue()
+        self._closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    # -- receiving ---------------------------------------------------------
+
+    async def receive(self) -> None:
+        try:
+            async for data in self.ws:
+                now = self.clock.now_ns()
+                if isinstance(data, bytes):
+                    self._on_audio(bytes_to_pcm(data), now)
+                else:
+                    self._on_message(decode(data), now)
+        except ConnectionClosed:
+            pass
+        except ProtocolError as exc:
+            self._close_reason(f"agent broke the protocol: {exc}")
+        code = self.ws.close_code
+        reason = f"code {code} {self.ws.close_reason or ''}".strip() if code else "connection lost"
+        self._close_reason(f"agent closed the connection ({reason})")
+
+    def _close_reason(self, reason: str) -> None:
+        if not self._closed.done():
+            self._closed.set_result(reason)
+
+    def _on_audio(self, pcm: PCM, now: int) -> None:
+        start = max(now, self._playout_end_ns)
+        self._playout_end_ns = start + len(pcm) * NS_PER_S // self.rate
+        self.recorder.add_agent((start - self.origin_ns) * self.rate // NS_PER_S, pcm)
+        if not self._replying:
+            log.debug("agent audio with no turn awaiting a reply")
+            return
+        ct = self._replying[0]
+        ct.marks.setdefault("client.first_frame_received", now)
+        ct.last_frame_ns = now
+        ct.playout_end_ns = self._playout_end_ns
+        ct.agent_samples += len(pcm)
+        if not ct.audible.is_set():
+            onset = find_onset(pcm, self.rate, ONSET_THRESHOLD_DBFS)
+            if onset is not None:
+                ct.marks["client.first_audio_received"] = start + onset * NS_PER_S // self.rate
+                ct.audible.set()
+
+    def _on_message(self, message: Any, now: int) -> None:
+        if isinstance(message, Pong):
+            self._pongs.put_nowait((message, now))
+        elif isinstance(message, MarkList | Transcript | AgentText | ResponseDone):
+            if not 0 <= message.turn < len(self.turns):
+                log.warning("agent sent %s for unknown turn %d", message.TYPE, message.turn)
+                return
+            ct = self.turns[message.turn]
+            if isinstance(message, MarkList):
+                ct.server_marks.update(message.marks)
+            elif isinstance(message, Transcript):
+                if message.final:
+                    ct.transcript = message.text
+            elif isinstance(message, AgentText):
+                ct.agent_text.append(message.text)
+            else:
+                ct.stats = message.stats
+                self._finish(ct, message.status, message.reason)
+        elif isinstance(message, Error):
+            log.warning("agent error %s: %s", message.code, message.message)
+        elif isinstance(message, Bye):
+            self._close_reason(f"agent said bye: {message.reason}")
+
+    def _finish(self, ct: _ClientTurn, status: str, reason: str) -> None:
+        if ct.done.is_set():
+            return
+        ct.status, ct.reason = status, reason
+        with contextlib.suppress(ValueError):
+            self._replying.remove(ct)
+        ct.done.set()
+
+    async def ping(self, message: Ping) -> tuple[Pong, int]:
+        await self.ws.send(encode(message))
+        return await self._pongs.get()
+
+    # -- sending -----------------------------------------------------------
+
+    async def microphone(self) -> None:
+        """Send one frame per frame period, forever: speech when queued, else silence."""
+        k = 0
+        current: tuple[_ClientTurn, UserUtterance, int] | None = None
+        while True:
+            await self.clock.sleep_until(self.origin_ns + (k + 1) * self.frame_ns)
+            first = k * self.frame
+            if current is None and self._speech:
+                current = self._speech.popleft()
+                ct, utt, base = current
+                await self.ws.send(
+                    encode(
+                        Script(
+                            turn=ct.turn.index,
+                            speech_start_sample=base + utt.speech_start,
+                            speech_end_sample=base + utt.speech_end,
+                            text=ct.turn.text,
+                            reply=ct.turn.reply,
+                        )
+                    )
+                )
+            if current is None:
+                await self.ws.send(self._silence_bytes)
+                self.recorder.add_user(self._silence)
+                k += 1
+                continue
+            ct, utt, base = current
+            pcm = utt.pcm[first - base : first - base + self.frame]
+            if len(pcm) < self.frame:
+                pcm = np.concatenate((pcm, self._silence[: self.frame - len(pcm)]))
+            await self.ws.send(pcm_to_bytes(pcm))
+            sent = self.clock.now_ns()
+            self.recorder.add_user(pcm)
+            end = first + self.frame
+            for name, sample in (
+                ("user.speech_start", base + utt.speech_start),
+                ("user.speech_end", base + utt.speech_end),
+            ):
+                if first <= sample < end or (name == "user.speech_end" and sample == end):
+                    ct.marks[name] = sent - (end - sample) * NS_PER_S // self.rate
+            if "user.speech_end" in ct.marks and not ct.speech_sent.is_set():
+                self._replying.append(ct)
+                ct.speech_sent.set()
+            if end >= base + len(utt.pcm):
+                current = None
+            k += 1
+
+    def next_frame_sample(self) -> int:
+        """The stream position of the next frame not yet sent."""
+        elapsed = self.clock.now_ns() - self.origin_ns
+        return (elapsed // self.frame_ns) * self.frame
+
+    # -- the conversation --------------------------------------------------
+
+    async def converse(self) -> None:
+        for i, ct in enumerate(self.turns):
+            turn = ct.turn
+            if i == 0:
+                start = self.clock.now_ns() + round(turn.pause_ms * 1e6)
+            elif turn.barge_in_ms is not None:
+                prev = self.turns[i - 1]
+                await _first_of(prev.audible.wait(), prev.done.wait())
+                heard = prev.marks.get("client.first_audio_received", self.clock.now_ns())
+                start = heard + round(turn.barge_in_ms * 1e6)
+            else:
+                prev = self.turns[i - 1]
+                await prev.done.wait()
+                start = max(self.clock.now_ns(), self._playout_end_ns) + round(turn.pause_ms * 1e6)
+            await self.clock.sleep_until(start)
+            utt = _end_on_frame(render_user_audio(turn.text or None, turn.wav, self.rate), self.frame)
+            # Speech starts at the next frame boundary the microphone has not sent yet.
+            base = self.next_frame_sample() + self.frame
+            self._speech.append((ct, utt, base))
+            await ct.speech_sent.wait()
+            asyncio.get_running_loop().create_task(self._watch_reply(ct))
+        await self.turns[-1].done.wait()
+        for ct in self.turns:
+            await ct.done.wait()
+        await self.clock.sleep_until(max(self.clock.now_ns(), self._playout_end_ns) + TAIL_MS * 1_000_000)
+
+    async def _watch_reply(self, ct: _ClientTurn) -> None:
+        timeout_ns = round(self.scenario.reply_timeout_ms * 1e6)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_ns / NS_PER_S):
+                await ct.done.wait()
+        if not ct.done.is_set():
+            self._finish(ct, "no_response", f"no response within {self.scenario.reply_timeout_ms:g} ms")
+        self._record(ct)
+
+    # -- results -----------------------------------------------------------
+
+    def _record(self, ct: _ClientTurn) -> None:
+        record = build_record(ct, self.turns, self.offset, self.origin_ns, self.rate)
+        self.records.append(record)
+        self.writer.append_turn(record)
+        if self.on_turn is not None:
+            self.on_turn(record)
+
+
+def build_record(
+    ct: _ClientTurn,
+    turns: list[_ClientTurn],
+    offset: OffsetEstimate | None,
+    origin_ns: int,
+    sample_rate: int,
+) -> dict[str, Any]:
+    """A turn's record: marks on the client clock (ns since the run's origin),
+    hop latencies, voice-to-voice, barge-in and expectation results."""
+    to_client = offset.to_client if offset is not None else (lambda t: t)
+    marks = {name: to_client(t) for name, t in ct.server_marks.items()}
+    marks.update(ct.marks)
+    timeline = analyze(marks)
+    latency = timeline.as_ms()
+    tokens = ct.stats.get("output_tokens")
+    first, done = marks.get("llm.first_token"), marks.get("llm.done")
+    latency["llm_tpot"] = (
+        (done - first) / (tokens - 1) / 1e6
+        if first is not None and done is not None and isinstance(tokens, int) and tokens > 1
+        else None
+    )
+    barge_in: dict[str, Any] | None = None
+    latency["barge_in_stop"] = None
+    if ct.turn.barge_in_ms is not None and ct.turn.index > 0:
+        prev = turns[ct.turn.index - 1]
+        start = ct.marks.get("user.speech_start")
+        stop = None
+        if start is not None and prev.last_frame_ns is not None:
+            stop = (prev.last_frame_ns - start) / 1e6
+        latency["barge_in_stop"] = stop
+        barge_in = {
+            "interrupted_turn": prev.turn.index,
+            "interrupted_status": prev.status,
+            "stop_ms": stop,
+        }
+    reply = " ".join(ct.agent_text) or str(ct.stats.get("reply", ""))
+    checks = []
+    for phrase in ct.turn.expect.contains:
+        checks.append(
+            {
+                "check": "contains",
+                "value": phrase,
+                "ok": phrase not in ct.turn.expect.missing(reply),
+            }
+        )
+    limit = ct.turn.expect.max_v2v_ms
+    if limit is not None:
+        v2v = latency["voice_to_voice"]
+        checks.append({"check": "max_v2v_ms", "value": limit, "ok": v2v is not None and v2v <= limit})
+    return {
+        "turn": ct.turn.index,
+        "status": ct.status,
+        "reason": ct.reason,
+        "user_text": ct.turn.text,
+        "transcript": ct.transcript,
+        "scripted_reply": ct.turn.reply,
+        "reply": reply,
+        "barge_in_ms": ct.turn.barge_in_ms,
+        "latency_ms": latency,
+        "missing_marks": list(timeline.missing),
+        "marks_ns": {k: v - origin_ns for k, v in sorted(marks.items(), key=lambda kv: kv[1])},
+        "llm": {k: v for k, v in ct.stats.items() if k not in ("reply", "transcript")},
+        "agent_audio_ms": ct.agent_samples * 1000 / sample_rate,
+        "barge_in": barge_in,
+        "expectations": checks,
+        "passed": ct.status in ("ok", "interrupted") and all(c["ok"] for c in checks),
+    }
+
+
+def _end_on_frame(utt: UserUtterance, frame: int) -> UserUtterance:
+    """Pad the front with silence so speech ends exactly on a frame boundary.
+
+    The agent can only see the end of speech when the frame carrying it
+    arrives; aligning it keeps endpointing from being quantised by the frame
+    size (up to 20 ms of noise that belongs to neither the user nor the agent).
+    """
+    pad = -utt.speech_end % frame
+    if not pad:
+        return utt
+    pcm = np.concatenate((np.zeros(pad, dtype=np.int16), utt.pcm))
+    return UserUtterance(pcm, utt.speech_start + pad, utt.speech_end + pad)
+
+
+async def _first_of(*aws: Any) -> None:
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+async def replay(
+    scenario: Scenario,
+    url: str,
+    clock: Clock,
+    run_dir: Path,
+    *,
+    options: ReplayOptions | None = None,
+    manifest_extra: dict[str, Any] | None = None,
+    on_turn: Callable[[dict[str, Any]], None] | None = None,
+) -> ReplayResult:
+    """Replay ``scenario`` against the agent at ``url``; results go to ``run_dir``."""
+    opts = options or ReplayOptions()
+    started = clock.now_ns()
+    ws, hello = await open_session(url, clock, opts.sample_rate, opts.frame_ms)
+    writer = RunWriter(run_dir)
+    rate, frame_ms = hello.sample_rate, hello.frame_ms
+    session = _Replay(ws, clock, scenario, writer, rate, frame_ms, on_turn)
+    manifest: dict[str, Any] = {
+        "kind": "replay",
+        "started_utc": None,
+        "url": url,
+        "agent": {"software": hello.software, "session": hello.session, "pipeline": hello.pipeline},
+        "audio": {"sample_rate": rate, "frame_ms": frame_ms},
+        "scenario": scenario.as_dict(),
+        "clock": {"virtual": clock.virtual},
+        "environment": environment(),
+        **(manifest_extra or {}),
+    }
+    manifest["started_utc"] = utc_now().isoformat()
+    receiver = asyncio.create_task(session.receive())
+    tasks: list[asyncio.Task[Any]] = [receiver]
+    completed = False
+    try:
+        session.offset = await _or_closed(session, sync_clock(session.ping, clock, opts.clock_sync_rounds))
+        manifest["clock"]["offset_start"] = session.offset.as_dict()
+        writer.write_json("manifest.json", manifest)
+        session.origin_ns = clock.now_ns()
+        manifest["clock"]["origin_ns"] = session.origin_ns - started
+        tasks.append(asyncio.create_task(session.microphone()))
+        await _or_closed(session, session.converse())
+        completed = True
+        with contextlib.suppress(ConnectionClosed):
+            tasks[1].cancel()
+            end_offset = await _or_closed(session, sync_clock(session.ping, clock, opts.clock_sync_rounds))
+            manifest["clock"]["offset_end"] = end_offset.as_dict()
+            await ws.send(encode(Bye(reason="scenario complete")))
+    finally:
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await ws.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        summary = summarize(session.records)
+        summary["completed"] = completed
+        manifest["completed"] = completed
+        manifest["finished_utc"] = utc_now().isoformat()
+        writer.write_json("summary.json", summary)
+        writer.write_json("manifest.json", manifest)
+        session.recorder.write(writer.dir / "recording.wav")
+        writer.close()
+    return ReplayResult(writer.dir, session.records, summary, session.offset, completed)
+
+
+async def _or_closed(session: _Replay, coro: Any) -> Any:
+    """Await ``coro`` unless the agent closes the connection first."""
+    work = asyncio.ensure_future(coro)
+    closed = asyncio.ensure_future(asyncio.shield(session._closed))
+    try:
+        await asyncio.wait([work, closed], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        closed.cancel()
+    if work.done():
+        return work.result()
+    work.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await work
+    raise ConnectError(session._closed.result())

@@ -1,0 +1,205 @@
+"""One turn's response: ASR finalize → LLM stream → phrase chunker → TTS → audio out.
+
+This is the one place where the server's marks are stamped, at hop boundaries,
+by wrapping each stage's call or stream. Stages themselves contain no timing
+code, so a new backend cannot forget or skew its metrics.
+
+The LLM and TTS run concurrently: phrases go into a queue as soon as the
+chunker releases them, and TTS audio is streamed out while the LLM is still
+generating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from agent.clock import Clock
+from agent.errors import BackendError
+from agent.protocol import AgentText, Message, Script, Transcript
+from agent.server.audio_out import AudioOut
+from agent.stages.chunker import ChunkerConfig, PhraseChunker
+from agent.stages.interfaces import ASR, LLM, PCM, TTS, LLMDelta, LLMRequest
+from agent.stages.llm import estimate_tokens
+
+__all__ = ["Conversation", "TurnMarks", "TurnResult", "respond", "stamped"]
+
+T = TypeVar("T")
+SendMessage = Callable[[Message], Awaitable[None]]
+
+
+class TurnMarks:
+    """A turn's server-side marks; each name keeps its first stamp."""
+
+    def __init__(self, clock: Clock, turn: int, initial: dict[str, int] | None = None) -> None:
+        self._clock = clock
+        self.turn = turn
+        self.marks: dict[str, int] = dict(initial or {})
+
+    def stamp(self, name: str) -> None:
+        if name not in self.marks:
+            self.marks[name] = self._clock.now_ns()
+
+
+async def stamped(
+    stream: AsyncIterator[T],
+    marks: TurnMarks,
+    first: str,
+    last: str | None = None,
+    counts: Callable[[T], bool] = lambda _: True,
+) -> AsyncIterator[T]:
+    """Yield ``stream``'s items, stamping ``first`` at the first item that
+    ``counts`` and ``last`` when the stream is exhausted."""
+    async for item in stream:
+        if counts(item):
+            marks.stamp(first)
+        yield item
+    if last is not None:
+        marks.stamp(last)
+
+
+@dataclass
+class Conversation:
+    """The chat history of a session, sent with each request."""
+
+    system_prompt: str
+    max_turns: int
+    exchanges: list[tuple[str, str]] = field(default_factory=list)
+
+    def messages(self, user_text: str) -> list[dict[str, str]]:
+        out = [{"role": "system", "content": self.system_prompt}]
+        kept = self.exchanges[-self.max_turns :] if self.max_turns else []
+        for user, assistant in kept:
+            out += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+        out.append({"role": "user", "content": user_text})
+        return out
+
+    def record(self, user_text: str, reply: str) -> None:
+        self.exchanges.append((user_text, reply))
+
+
+@dataclass
+class TurnResult:
+    """What a turn produced, whether or not it finished."""
+
+    transcript: str = ""
+    phrases: list[str] = field(default_factory=list)
+    spoken_phrases: int = 0
+    usage: dict[str, int] | None = None
+    server_timing: dict[str, Any] | None = None
+    token_chunks: int = 0
+
+    @property
+    def reply(self) -> str:
+        return " ".join(self.phrases)
+
+    def stats(self) -> dict[str, Any]:
+        if self.usage and "completion_tokens" in self.usage:
+            tokens, source = self.usage["completion_tokens"], "usage"
+        else:
+            tokens, source = estimate_tokens(self.reply), "counted"
+        out: dict[str, Any] = {
+            "output_tokens": tokens,
+            "token_source": source,
+            "content_chunks": self.token_chunks,
+            "phrases": len(self.phrases),
+        }
+        if self.usage and "prompt_tokens" in self.usage:
+            out["prompt_tokens"] = self.usage["prompt_tokens"]
+        if self.server_timing:
+            out["server_timing"] = self.server_timing
+        return out
+
+
+def _has_text(delta: LLMDelta) -> bool:
+    return bool(delta.text)
+
+
+async def respond(
+    *,
+    turn: int,
+    end_sample: int,
+    hint: Script | None,
+    marks: TurnMarks,
+    result: TurnResult,
+    asr: ASR,
+    llm: LLM,
+    tts: TTS,
+    chunker_config: ChunkerConfig,
+    conversation: Conversation,
+    audio: AudioOut,
+    resample: Callable[[PCM], PCM] | None,
+    send: SendMessage,
+) -> None:
+    """Run one turn's response; raises :class:`BackendError` if a stage fails."""
+    result.transcript = await asr.finalize(end_sample, hint)
+    marks.stamp("asr.final")
+    await send(Transcript(turn=turn, text=result.transcript, final=True))
+
+    request = LLMRequest(
+        messages=conversation.messages(result.transcript),
+        turn=turn,
+        scripted_reply=hint.reply if hint is not None else None,
+    )
+    phrases: asyncio.Queue[str | None] = asyncio.Queue()
+    speaker = asyncio.create_task(_speak(turn, phrases, marks, result, tts, audio, resample, send))
+    try:
+        chunker = PhraseChunker(chunker_config)
+        marks.stamp("llm.request")
+        stream = stamped(llm.stream(request), marks, "llm.first_token", "llm.done", _has_text)
+        async for delta in stream:
+            if delta.usage is not None:
+                result.usage = delta.usage
+            if delta.server_timing is not None:
+                result.server_timing = delta.server_timing
+            if delta.text:
+                result.token_chunks += 1
+                for phrase in chunker.push(delta.text):
+                    _release(phrase, marks, result, phrases)
+        for phrase in chunker.flush():
+            _release(phrase, marks, result, phrases)
+        phrases.put_nowait(None)
+        await speaker
+    finally:
+        if not speaker.done():
+            speaker.cancel()
+            with contextlib.suppress(asyncio.CancelledError, BackendError):
+                await speaker
+    conversation.record(result.transcript, result.reply)
+
+
+def _release(phrase: str, marks: TurnMarks, result: TurnResult, queue: asyncio.Queue[Any]) -> None:
+    marks.stamp("llm.first_phrase")
+    result.phrases.append(phrase)
+    queue.put_nowait(phrase)
+
+
+async def _speak(
+    turn: int,
+    phrases: asyncio.Queue[str | None],
+    marks: TurnMarks,
+    result: TurnResult,
+    tts: TTS,
+    audio: AudioOut,
+    resample: Callable[[PCM], PCM] | None,
+    send: SendMessage,
+) -> None:
+    while (phrase := await phrases.get()) is not None:
+        marks.stamp("tts.request")
+        announced = False
+        async for pcm in stamped(tts.synthesize(phrase), marks, "tts.first_audio"):
+            sent = await audio.write(resample(pcm) if resample is not None else pcm)
+            if sent is not None and not announced:
+                marks.marks.setdefault("server.first_audio_sent", sent)
+                # Text goes after the phrase's first audio: audio is the critical path.
+                await send(AgentText(turn=turn, text=phrase))
+                announced = True
+        sent = await audio.flush()
+        if sent is not None:
+            marks.marks.setdefault("server.first_audio_sent", sent)
+        if not announced:
+            await send(AgentText(turn=turn, text=phrase))
+        result.spoken_phrases += 1

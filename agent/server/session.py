@@ -1,0 +1,255 @@
+"""One websocket connection to the agent: handshake, upstream audio, turns.
+
+The receive loop is the session's only reader. Audio frames go to the ASR and
+the VAD; VAD events start a turn's response (end of turn) or interrupt the
+current one (speech start while the agent is busy or audible: barge-in).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from agent import __version__
+from agent.audio import bytes_to_pcm
+from agent.clock import Clock
+from agent.errors import BackendError, ProtocolError, VltError
+from agent.pipeline import Pipeline
+from agent.protocol import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_UNSUPPORTED_DATA,
+    CLOSE_UNSUPPORTED_VERSION,
+    PROTOCOL_VERSION,
+    SUPPORTED_SAMPLE_RATES,
+    Bye,
+    Error,
+    Hello,
+    Interrupt,
+    MarkList,
+    Message,
+    Ping,
+    Pong,
+    ResponseDone,
+    Script,
+    check_pcm_frame,
+    decode,
+    encode,
+)
+from agent.server.audio_out import AudioOut
+from agent.server.orchestrator import Conversation, TurnMarks, TurnResult, respond
+from agent.stages.interfaces import PCM, SessionContext, VadEvent
+
+__all__ = ["HANDSHAKE_TIMEOUT_S", "AgentSession"]
+
+log = logging.getLogger("vlt.server")
+
+HANDSHAKE_TIMEOUT_S = 10.0
+_FRAME_MS_CHOICES = (10, 20, 30, 40, 60)
+_CLOSE_FOR_CODE = {
+    "unsupported_version": CLOSE_UNSUPPORTED_VERSION,
+    "unsupported_format": CLOSE_UNSUPPORTED_DATA,
+}
+
+
+class AgentSession:
+    def __init__(self, ws: ServerConnection, pipeline: Pipeline, clock: Clock, session_id: str):
+        self.ws = ws
+        self.pipeline = pipeline
+        self.clock = clock
+        self.session_id = session_id
+        self._turn = 0
+        self._pending_marks: dict[str, int] = {}
+        self._response: asyncio.Task[None] | None = None
+        self._interrupt_reason = ""
+        self._sample = 0  # upstream samples received so far
+
+    async def run(self) -> None:
+        try:
+            await self._serve()
+        except ProtocolError as exc:
+            log.info("session %s: protocol error: %s", self.session_id, exc)
+            with contextlib.suppress(ConnectionClosed):
+                await self.send(Error(code=exc.code, message=exc.reason))
+                await self.ws.close(_CLOSE_FOR_CODE.get(exc.code, CLOSE_PROTOCOL_ERROR), exc.code)
+        except ConnectionClosed:
+            log.info("session %s: client went away", self.session_id)
+        except Exception as exc:
+            log.exception("session %s: internal error", self.session_id)
+            with contextlib.suppress(ConnectionClosed):
+                await self.send(Error(code="internal_error", message=repr(exc)))
+                await self.ws.close(CLOSE_INTERNAL_ERROR, "internal error")
+        finally:
+            await self._stop_response("session closed")
+
+    async def send(self, message: Message) -> None:
+        await self.ws.send(encode(message))
+
+    async def _serve(self) -> None:
+        hello = await self._handshake()
+        rate, frame_ms = hello.sample_rate, hello.frame_ms
+        frame_samples = rate * frame_ms // 1000
+        ctx = SessionContext(clock=self.clock, sample_rate=rate, frame_samples=frame_samples)
+        try:
+            stages = {role: spec.entry.build(spec.config, ctx) for role, spec in self.pipeline.stages.items()}
+        except VltError as exc:
+            raise ProtocolError("backend_unavailable", str(exc)) from None
+        self._stages: dict[str, Any] = stages
+        self._ctx = ctx
+        self._audio = AudioOut(self.ws.send, self.clock, rate, frame_samples, self.pipeline.output.lead_ms)
+        self._resample = _resampler(stages["tts"].sample_rate, rate)
+        conv = self.pipeline.conversation
+        self._conversation = Conversation(conv.system_prompt, conv.max_history_turns)
+        await self.send(
+            Hello(
+                protocol=PROTOCOL_VERSION,
+                sample_rate=rate,
+                frame_ms=frame_ms,
+                role="agent",
+                software=f"vlt/{__version__}",
+                session=self.session_id,
+                pipeline={"name": self.pipeline.name, "description": self.pipeline.description},
+            )
+        )
+        max_bytes = rate * 2  # up to one second of audio per frame
+        vad, asr = stages["vad"], stages["asr"]
+        async for data in self.ws:
+            if isinstance(data, bytes):
+                check_pcm_frame(data, max_bytes)
+                pcm = bytes_to_pcm(data)
+                asr.feed(pcm, self._sample)
+                events = vad.process(pcm, self._sample)
+                self._sample += len(pcm)
+                for event in events:
+                    await self._on_vad(event)
+            else:
+                received = self.clock.now_ns()
+                await self._on_control(decode(data), received)
+
+    async def _handshake(self) -> Hello:
+        try:
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+                first = await self.ws.recv()
+        except TimeoutError:
+            raise ProtocolError("handshake_timeout", "no hello within 10 s") from None
+        if isinstance(first, bytes):
+            raise ProtocolError("hello_required", "the first message must be a hello text frame")
+        hello = decode(first)
+        if not isinstance(hello, Hello):
+            raise ProtocolError("hello_required", f"the first message must be hello, not {hello.TYPE}")
+        if hello.protocol != PROTOCOL_VERSION:
+            raise ProtocolError(
+                "unsupported_version",
+                f"protocol {hello.protocol} is not supported; this server speaks {PROTOCOL_VERSION}",
+            )
+        if hello.sample_rate not in SUPPORTED_SAMPLE_RATES:
+            rates = ", ".join(map(str, SUPPORTED_SAMPLE_RATES))
+            raise ProtocolError("unsupported_format", f"sample_rate {hello.sample_rate}; supported: {rates}")
+        if hello.frame_ms not in _FRAME_MS_CHOICES:
+            choices = ", ".join(map(str, _FRAME_MS_CHOICES))
+            raise ProtocolError("unsupported_format", f"frame_ms {hello.frame_ms}; supported: {choices}")
+        return hello
+
+    async def _on_control(self, message: Message, received_ns: int) -> None:
+        if isinstance(message, Ping):
+            await self.send(Pong(t0_ns=message.t0_ns, t1_ns=received_ns, t2_ns=self.clock.now_ns()))
+        elif isinstance(message, Script):
+            self._ctx.scripts.add(message)
+        elif isinstance(message, Interrupt):
+            await self._stop_response(message.reason or "client interrupt")
+        elif isinstance(message, Bye):
+            await self.ws.close()
+        elif isinstance(message, Error):
+            log.warning("session %s: client reported %s: %s", self.session_id, message.code, message.message)
+        else:
+            raise ProtocolError("unexpected_message", f"a client may not send {message.TYPE}")
+
+    def _agent_busy(self) -> bool:
+        responding = self._response is not None and not self._response.done()
+        return responding or self._audio.playout_end_ns > self.clock.now_ns()
+
+    async def _on_vad(self, event: VadEvent) -> None:
+        if event.kind == "speech_start":
+            self._pending_marks.setdefault("vad.speech_start", self.clock.now_ns())
+            if self._agent_busy():
+                await self._stop_response("barge-in")
+            return
+        turn, self._turn = self._turn, self._turn + 1
+        marks = TurnMarks(self.clock, turn, self._pending_marks)
+        self._pending_marks = {}
+        marks.stamp("vad.end_of_turn")
+        await self._stop_response("new turn")
+        hint = self._ctx.scripts.covering(event.sample)
+        self._response = asyncio.create_task(self._run_turn(turn, event.sample, hint, marks))
+
+    async def _stop_response(self, reason: str) -> None:
+        task = self._response
+        self._audio_discard()
+        if task is None or task.done():
+            return
+        self._interrupt_reason = reason
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    def _audio_discard(self) -> None:
+        audio = getattr(self, "_audio", None)
+        if audio is not None:
+            audio.discard()
+            audio.playout_end_ns = 0
+
+    async def _run_turn(self, turn: int, end_sample: int, hint: Script | None, marks: TurnMarks) -> None:
+        result = TurnResult()
+        status, reason = "ok", ""
+        try:
+            await respond(
+                turn=turn,
+                end_sample=end_sample,
+                hint=hint,
+                marks=marks,
+                result=result,
+                asr=self._stages["asr"],
+                llm=self._stages["llm"],
+                tts=self._stages["tts"],
+                chunker_config=self.pipeline.chunker,
+                conversation=self._conversation,
+                audio=self._audio,
+                resample=self._resample,
+                send=self.send,
+            )
+        except asyncio.CancelledError:
+            status, reason = "interrupted", self._interrupt_reason
+            marks.stamp("server.interrupted")
+            self._conversation.record(result.transcript, result.reply)
+        except BackendError as exc:
+            status, reason = "failed", str(exc)
+            log.warning("session %s turn %d failed: %s", self.session_id, turn, exc)
+        marks.stamp("server.response_done")
+        stats = result.stats()
+        stats["transcript"] = result.transcript
+        stats["reply"] = result.reply
+        with contextlib.suppress(ConnectionClosed):
+            await self.send(MarkList(turn=turn, marks=marks.marks))
+            await self.send(ResponseDone(turn=turn, status=status, reason=reason, stats=stats))
+
+
+def _resampler(src: int, dst: int) -> Callable[[PCM], PCM] | None:
+    """A streaming resampler from the TTS's rate to the session's, or None."""
+    if src == dst:
+        return None
+    import soxr  # only needed when TTS and session rates differ
+
+    stream = soxr.ResampleStream(src, dst, 1, dtype="int16")
+
+    def resample(pcm: PCM) -> PCM:
+        out: PCM = np.asarray(stream.resample_chunk(pcm), dtype=np.int16)
+        return out
+
+    return resample

@@ -1,0 +1,119 @@
+"""The small interfaces every stage implementation satisfies (structural typing)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.clock import Clock
+from agent.protocol import Script
+
+__all__ = [
+    "ASR",
+    "LLM",
+    "PCM",
+    "TTS",
+    "VAD",
+    "LLMDelta",
+    "LLMRequest",
+    "ScriptBook",
+    "SessionContext",
+    "VadEvent",
+]
+
+#: Mono 16-bit PCM samples.
+PCM = npt.NDArray[np.int16]
+
+
+class ScriptBook:
+    """The scenario hints a client has announced for this session, in order."""
+
+    def __init__(self) -> None:
+        self._scripts: list[Script] = []
+
+    def add(self, script: Script) -> None:
+        self._scripts.append(script)
+
+    def __iter__(self) -> Any:
+        return iter(self._scripts)
+
+    def covering(self, sample: int) -> Script | None:
+        """The latest script whose speech started at or before ``sample``."""
+        found = None
+        for script in self._scripts:
+            if script.speech_start_sample <= sample:
+                found = script
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class SessionContext:
+    """What a stage may use: the session's clock (for pacing emulation only),
+    its audio format, and the scenario hints announced so far."""
+
+    clock: Clock
+    sample_rate: int
+    frame_samples: int
+    scripts: ScriptBook = field(default_factory=ScriptBook)
+
+
+@dataclass(frozen=True, slots=True)
+class VadEvent:
+    """``speech_start`` or ``end_of_turn``, at a sample position of the upstream audio."""
+
+    kind: Literal["speech_start", "end_of_turn"]
+    sample: int
+
+
+class VAD(Protocol):
+    """Voice activity detection and endpointing over the upstream audio, frame by frame."""
+
+    def process(self, pcm: PCM, first_sample: int) -> Sequence[VadEvent]: ...
+
+
+class ASR(Protocol):
+    """Streaming recognition: audio is fed as it arrives; ``finalize`` ends an utterance."""
+
+    def feed(self, pcm: PCM, first_sample: int) -> None: ...
+
+    async def finalize(self, end_sample: int, hint: Script | None) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LLMRequest:
+    """One turn's chat request (OpenAI-style messages) plus the scenario's hint."""
+
+    messages: Sequence[dict[str, str]]
+    turn: int
+    scripted_reply: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LLMDelta:
+    """A piece of streamed output. ``text`` may be empty (e.g. a usage-only chunk)."""
+
+    text: str = ""
+    #: Token usage if the backend reports it: ``{"prompt_tokens", "completion_tokens"}``.
+    usage: dict[str, int] | None = None
+    #: Server-reported timing (e.g. ``x_groq.usage``), stored next to client-side numbers.
+    server_timing: dict[str, Any] | None = None
+
+
+class LLM(Protocol):
+    """Streaming chat completion."""
+
+    name: str
+
+    def stream(self, request: LLMRequest) -> AsyncIterator[LLMDelta]: ...
+
+
+class TTS(Protocol):
+    """Streaming synthesis of one phrase into PCM chunks at ``sample_rate``."""
+
+    sample_rate: int
+
+    def synthesize(self, text: str) -> AsyncIterator[PCM]: ...

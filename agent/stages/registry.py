@@ -1,0 +1,87 @@
+"""Stage kinds by role: what a pipeline file may name, and how each is built.
+
+Adding a backend means adding one entry here: its config dataclass (the keys
+a pipeline file may set, with defaults and bounds in field metadata) and a
+builder. Heavy backends import their dependencies inside the builder, so a
+missing optional package only matters to pipelines that use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from agent.stages.asr import EmulatedASR, EmulatedASRConfig
+from agent.stages.interfaces import SessionContext
+from agent.stages.llm import EmulatedLLM, EmulatedLLMConfig
+from agent.stages.tts import EmulatedTTS, EmulatedTTSConfig
+from agent.stages.vad import OracleVAD, OracleVADConfig
+
+__all__ = ["REGISTRY", "ROLES", "StageKind", "kinds_for"]
+
+ROLES = ("vad", "asr", "llm", "tts")
+
+
+@dataclass(frozen=True, slots=True)
+class StageKind:
+    role: str
+    kind: str
+    config_type: type[Any]
+    build: Callable[[Any, SessionContext], Any]
+    description: str
+    #: Runs deterministically under ``--clock virtual`` (no real compute, no network).
+    virtual_time: bool = False
+
+
+REGISTRY: dict[str, dict[str, StageKind]] = {role: {} for role in ROLES}
+
+
+def _register(entry: StageKind) -> None:
+    REGISTRY[entry.role][entry.kind] = entry
+
+
+_register(
+    StageKind(
+        "vad",
+        "oracle",
+        OracleVADConfig,
+        OracleVAD,
+        "end of turn = true end of speech + endpoint_ms",
+        virtual_time=True,
+    )
+)
+_register(
+    StageKind(
+        "asr",
+        "emulated",
+        EmulatedASRConfig,
+        EmulatedASR,
+        "the scenario's text after finalize_ms",
+        virtual_time=True,
+    )
+)
+_register(
+    StageKind(
+        "llm",
+        "emulated",
+        EmulatedLLMConfig,
+        EmulatedLLM,
+        "scripted or built-in reply at ttft_ms / tokens_per_s",
+        virtual_time=True,
+    )
+)
+_register(
+    StageKind(
+        "tts",
+        "emulated",
+        EmulatedTTSConfig,
+        EmulatedTTS,
+        "speech-like audio after first_audio_ms at rtf",
+        virtual_time=True,
+    )
+)
+
+
+def kinds_for(role: str) -> list[str]:
+    return sorted(REGISTRY[role])
