@@ -9,6 +9,7 @@ means roughly what it means for a real model.
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 import zlib
@@ -34,7 +35,8 @@ REPLY_BANK: tuple[str, ...] = (
 )
 
 
-def tokenize(text: str) -> list[str]:
+@functools.lru_cache(maxsize=1024)
+def tokenize(text: str) -> tuple[str, ...]:
     """Split text into BPE-like pieces that concatenate back to ``text``."""
     pieces: list[str] = []
     for piece in _PIECE.findall(text):
@@ -43,7 +45,7 @@ def tokenize(text: str) -> list[str]:
             pieces.append(piece[:cut])
             piece = piece[cut:]
         pieces.append(piece)
-    return pieces
+    return tuple(pieces)
 
 
 def estimate_tokens(text: str) -> int:
@@ -80,15 +82,17 @@ class EmulatedLLM:
     def schedule_ns(self, n_tokens: int, turn: int) -> list[int]:
         """Offsets from the request at which each token is emitted."""
         cfg = self.config
-        rng = random.Random(f"{cfg.seed}:{turn}")
+        # Seeded per turn so each turn is reproducible on its own (only when needed:
+        # seeding costs more than everything else on the zero-latency path).
+        rng = random.Random(f"{cfg.seed}:{turn}") if cfg.jitter or cfg.ttft_jitter_ms else None
         first = cfg.ttft_ms * 1e6
-        if cfg.ttft_jitter_ms:
+        if rng is not None and cfg.ttft_jitter_ms:
             first = max(0.0, first + rng.gauss(0.0, cfg.ttft_jitter_ms * 1e6))
         gap = 1e9 / cfg.tokens_per_s
         offsets, t = [], first
         for i in range(n_tokens):
             if i:
-                factor = max(0.0, 1.0 + rng.gauss(0.0, cfg.jitter)) if cfg.jitter else 1.0
+                factor = max(0.0, 1.0 + rng.gauss(0.0, cfg.jitter)) if rng and cfg.jitter else 1.0
                 t += gap * factor
             offsets.append(round(t))
         return offsets

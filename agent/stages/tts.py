@@ -7,6 +7,7 @@ length follows the text, delivered in chunks: the first after
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -29,6 +30,15 @@ class EmulatedTTSConfig:
     pitch_hz: float = field(default=120.0, metadata={"min_exclusive": 0})
 
 
+@functools.lru_cache(maxsize=256)
+def _render(text: str, sample_rate: int, pitch_hz: float, words_per_minute: float) -> PCM:
+    # Cached: the emulation models a TTS's timing, so the cost of generating
+    # the waveform here must not leak into the measured hop on repeated phrases.
+    audio = speechlike(text, sample_rate, pitch_hz=pitch_hz, words_per_minute=words_per_minute)
+    audio.flags.writeable = False
+    return audio
+
+
 class EmulatedTTS:
     def __init__(self, config: EmulatedTTSConfig, ctx: SessionContext) -> None:
         self.config = config
@@ -38,9 +48,7 @@ class EmulatedTTS:
     async def synthesize(self, text: str) -> AsyncIterator[PCM]:
         cfg = self.config
         pacer = Pacer(self._clock)
-        audio = speechlike(
-            text, self.sample_rate, pitch_hz=cfg.pitch_hz, words_per_minute=cfg.words_per_minute
-        )
+        audio = _render(text, self.sample_rate, cfg.pitch_hz, cfg.words_per_minute)
         step = max(1, round(cfg.chunk_ms * self.sample_rate / 1000))
         first_ns = round(cfg.first_audio_ms * 1e6)
         for k, start in enumerate(range(0, len(audio), step)):
