@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from agent import clock as clocks  # noqa: E402
 from agent.pipeline import load_pipeline, parse_pipeline  # noqa: E402
 from agent.runner import run_scenario  # noqa: E402
-from agent.scenario import Scenario, load_scenario, parse_scenario  # noqa: E402
+from agent.scenario import Scenario, load_scenario  # noqa: E402
 
 ZERO_PIPELINE = """
 name = "zero-latency"
