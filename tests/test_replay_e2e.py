@@ -230,3 +230,36 @@ turns:
         assert lat["voice_to_voice"] == pytest.approx(
             sum(lat[h] for h in HOP_NAMES) + lat["unaccounted"], abs=1e-6
         )
+
+
+def test_backend_failure_is_recorded_and_the_session_goes_on(tmp_path: Path) -> None:
+    pipeline = load_pipeline(EMULATED).with_overrides({"llm.fail_turns": [1]})
+    result = _replay(SCENARIOS / "quick-3-turn.yaml", tmp_path / "run", virtual=True, pipeline=pipeline)
+    statuses = [r["status"] for r in result.records]
+    assert statuses == ["ok", "failed", "ok"]
+    failed = result.records[1]
+    assert "emulated LLM" in failed["reason"] and "503" in failed["reason"]
+    assert failed["latency_ms"]["voice_to_voice"] is None
+    assert not failed["passed"]
+    assert result.summary["status"] == {"ok": 2, "failed": 1}
+
+
+def test_wav_turn_is_spoken_and_measured(tmp_path: Path, write_scenario: Any) -> None:
+    from agent.audio import speechlike, write_wav
+
+    rate = 22050  # resampled to the session's 16 kHz by the client
+    speech = speechlike("Hello, can you hear me?", rate, pitch_hz=200.0)
+    silence = np.zeros(rate // 2, dtype=np.int16)
+    write_wav(tmp_path / "hello.wav", np.concatenate((silence, speech, silence)), rate)
+    path = write_scenario(
+        'turns:\n  - wav: hello.wav\n    text: "Hello, can you hear me?"\n    reply: "Yes, loud and clear."\n'
+    )
+    result = _replay(path, tmp_path / "run", virtual=True)
+    (record,) = result.records
+    assert record["status"] == "ok"
+    assert record["transcript"] == "Hello, can you hear me?"
+    # Speech end comes from the audio itself (the trailing half second is silence),
+    # so endpointing is still exactly the VAD's setting.
+    assert record["latency_ms"]["endpointing"] == pytest.approx(300.0, abs=1e-6)
+    speech_ms = (record["marks_ns"]["user.speech_end"] - record["marks_ns"]["user.speech_start"]) / 1e6
+    assert speech_ms == pytest.approx(len(speech) / rate * 1000, abs=25)

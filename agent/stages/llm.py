@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from agent.clock import Pacer
+from agent.errors import BackendError
 from agent.stages.interfaces import LLMDelta, LLMRequest, SessionContext
 
 __all__ = ["REPLY_BANK", "EmulatedLLM", "EmulatedLLMConfig", "estimate_tokens", "tokenize"]
@@ -64,6 +65,9 @@ class EmulatedLLMConfig:
     """Standard deviation of TTFT."""
     seed: int = 0
     """Seed of the jitter; with the turn number it makes each turn reproducible."""
+    fail_turns: list[int] = field(default_factory=list)
+    """Turns (0-based) that fail after TTFT with an injected HTTP 503, to exercise
+    the failure path: the turn is recorded as failed and the session goes on."""
 
 
 class EmulatedLLM:
@@ -100,7 +104,11 @@ class EmulatedLLM:
     async def stream(self, request: LLMRequest) -> AsyncIterator[LLMDelta]:
         pacer = Pacer(self._clock)
         tokens = tokenize(self.reply_for(request))
-        for token, offset in zip(tokens, self.schedule_ns(len(tokens), request.turn), strict=True):
+        schedule = self.schedule_ns(len(tokens), request.turn)
+        if request.turn in self.config.fail_turns:
+            await pacer.until(schedule[0] if schedule else 0)
+            raise BackendError("emulated LLM", "injected failure (fail_turns)", status=503)
+        for token, offset in zip(tokens, schedule, strict=True):
             await pacer.until(offset)
             yield LLMDelta(text=token)
         prompt = sum(estimate_tokens(m.get("content", "")) for m in request.messages)
