@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -181,7 +182,7 @@ def test_run_real_time_uses_monotonic_clock() -> None:
 def test_monotonic_clock_is_monotonic() -> None:
     clock = MonotonicClock()
     readings = [clock.now_ns() for _ in range(1000)]
-    assert all(b >= a for a, b in zip(readings, readings[1:], strict=False))
+    assert all(b >= a for a, b in itertools.pairwise(readings))
     assert isinstance(readings[0], int)
     assert clock.virtual is False
 

@@ -1,5 +1,10 @@
 """LLM text → speakable phrases. Pure and synchronous.
 
+A sentence end is released as soon as its punctuation arrives, without waiting
+for the next token to rule out an ellipsis: that would add a token's time to
+every first phrase. A streamed "Well..." is therefore spoken as "Well." and the
+leftover dots are dropped.
+
 The chunker decides when TTS may start: releasing the first phrase early cuts
 time to first audio, releasing it too early (two words, mid-clause) costs
 prosody. So the first phrase has its own, more eager policy: it goes at the
@@ -18,7 +23,12 @@ __all__ = ["ChunkerConfig", "PhraseChunker"]
 _SENTENCE_END = frozenset(".!?")
 _CLAUSE_END = frozenset(",;:—")
 # Words after which a period does not end a sentence.
-_ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "st", "vs", "etc", "e.g", "i.e", "no", "jr", "sr"})
+# ("no" is deliberately absent: a spoken "No." ends a sentence far more often
+# than "No. 5" abbreviates "number".)
+_ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "st", "vs", "etc", "e.g", "i.e", "jr", "sr"})
+# Punctuation left over at the front of a phrase (the rest of an ellipsis the
+# previous phrase was released on) is not spoken.
+_LEADING_PUNCTUATION = ".,;:!?—… "
 _WORD = re.compile(r"\S+")
 
 
@@ -47,7 +57,7 @@ class PhraseChunker:
         self._buffer += text
         phrases: list[str] = []
         while (cut := self._next_cut()) is not None:
-            phrase, self._buffer = self._buffer[:cut].strip(), self._buffer[cut:]
+            phrase, self._buffer = self._buffer[:cut].lstrip(_LEADING_PUNCTUATION).strip(), self._buffer[cut:]
             if phrase:
                 phrases.append(phrase)
                 self._released += 1
@@ -55,7 +65,7 @@ class PhraseChunker:
 
     def flush(self) -> list[str]:
         """The stream ended: release whatever is left."""
-        phrase, self._buffer = self._buffer.strip(), ""
+        phrase, self._buffer = self._buffer.lstrip(_LEADING_PUNCTUATION).strip(), ""
         if not phrase:
             return []
         self._released += 1
@@ -67,10 +77,14 @@ class PhraseChunker:
         words = 0
         in_word = False
         last_space = None
+        spoken = False  # a phrase of punctuation alone (an ellipsis' tail) is never cut
         for i, ch in enumerate(buf):
             if ch.isspace():
                 in_word = False
                 last_space = i
+                continue
+            spoken = spoken or ch.isalnum()
+            if not spoken:
                 continue
             if not in_word:
                 in_word = True
@@ -101,5 +115,8 @@ class PhraseChunker:
             words = _WORD.findall(buf[: i + 1])
             last = words[-1].rstrip(".").lower() if words else ""
             if last in _ABBREVIATIONS:
+                return False
+            # "e." at the end of the stream may be the start of "e.g.": wait for more.
+            if i + 1 == len(buf) and len(last) == 1 and last.isalpha() and last not in "ai":
                 return False
         return True

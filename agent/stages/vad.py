@@ -41,7 +41,9 @@ class OracleVAD:
         events: list[VadEvent] = []
         while self._started < len(scripts):
             at = scripts[self._started].speech_start_sample + self._start_delay
-            if at >= end:
+            # Declared once the audio up to ``at`` has arrived, and at least one
+            # sample of speech has (so start_ms = 0 still needs speech to exist).
+            if max(at, scripts[self._started].speech_start_sample + 1) > end:
                 break
             events.append(VadEvent("speech_start", at))
             self._started += 1
