@@ -257,8 +257,6 @@ def _line_of(text: str | None, table: str, key: str | None) -> int | None:
             continue
         if key is not None and current == table and re.match(rf"{re.escape(key)}\s*=", stripped):
             return number
-        if key is not None and not table and current == "" and stripped.startswith(f"{key}"):
-            return number
     if header_line is None and key is not None and not table:
         return _line_of(text, key, None)  # a top-level table referred to by name
     return header_line

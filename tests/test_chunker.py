@@ -148,6 +148,10 @@ def test_ellipsis_tail_alone_is_never_a_phrase() -> None:
     assert chunker.flush() == []
 
 
+def test_no_ends_a_sentence() -> None:
+    assert streamed("No. I cannot do that, sorry.") == ["No.", "I cannot do that, sorry."]
+
+
 def test_streamed_single_letter_abbreviation_waits() -> None:
     assert streamed("Bring a tool, e.g. a hammer.") == ["Bring a tool,", "e.g. a hammer."]
 
