@@ -59,12 +59,16 @@ CLOSE_UNSUPPORTED_VERSION = 4001
 
 @dataclass(frozen=True, slots=True)
 class Hello:
-    """First message in each direction. The server's reply fixes the session's format."""
+    """First message in each direction. The server's reply fixes the session's format.
+
+    A client may leave ``sample_rate``/``frame_ms`` out (null) to take the
+    agent's pipeline defaults; the server's hello always states them.
+    """
 
     TYPE: ClassVar[str] = "hello"
     protocol: int
-    sample_rate: int = 16000
-    frame_ms: int = 20
+    sample_rate: int | None = None
+    frame_ms: int | None = None
     role: str = "client"
     software: str = ""
     session: str | None = None

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.client.replay import ReplayOptions, ReplayResult, replay
+from agent.client.replay import ReplayResult, replay
 from agent.clock import Clock
 from agent.errors import ConfigError
 from agent.pipeline import Pipeline
@@ -41,9 +41,6 @@ async def run_scenario(
     if pipeline is None:
         assert url is not None
         return await replay(scenario, url, clock, out, on_turn=on_turn)
-    options = ReplayOptions(sample_rate=pipeline.audio.sample_rate, frame_ms=pipeline.audio.frame_ms)
     extra = {"pipeline": pipeline.as_dict()}
     async with AgentServer(pipeline, clock) as server:
-        return await replay(
-            scenario, server.url, clock, out, options=options, manifest_extra=extra, on_turn=on_turn
-        )
+        return await replay(scenario, server.url, clock, out, manifest_extra=extra, on_turn=on_turn)

@@ -88,7 +88,7 @@ def test_encoding_is_compact() -> None:
 
 def test_defaults_fill_omitted_optional_fields() -> None:
     assert decode(_body(type="hello", protocol=1)) == Hello(
-        protocol=1, sample_rate=16000, frame_ms=20, role="client", software="", session=None, pipeline=None
+        protocol=1, sample_rate=None, frame_ms=None, role="client", software="", session=None, pipeline=None
     )
     assert decode(_body(type="response_done", turn=0, status="ok")) == ResponseDone(turn=0, status="ok")
     assert decode(_body(type="bye")) == Bye(reason="")

@@ -20,7 +20,7 @@ CONNECT_TIMEOUT_S = 10.0
 
 
 async def open_session(
-    url: str, clock: Clock, sample_rate: int, frame_ms: int
+    url: str, clock: Clock, sample_rate: int | None, frame_ms: int | None
 ) -> tuple[ClientConnection, Hello]:
     """Connect and exchange hellos; errors become :class:`ConnectError`/:class:`ProtocolError`."""
     try:
@@ -51,9 +51,10 @@ async def open_session(
     if isinstance(reply, Error):
         await ws.close()
         raise ProtocolError(reply.code, f"agent at {url} refused the session: {reply.message}")
-    if not isinstance(reply, Hello):
+    if not isinstance(reply, Hello) or reply.sample_rate is None or reply.frame_ms is None:
         await ws.close()
-        raise ProtocolError("hello_required", f"agent at {url} answered {reply.TYPE}, not hello")
+        what = reply.TYPE if not isinstance(reply, Hello) else "a hello without its audio format"
+        raise ProtocolError("hello_required", f"agent at {url} answered {what}")
     return ws, reply
 
 

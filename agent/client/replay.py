@@ -72,8 +72,9 @@ TAIL_MS = 300
 
 @dataclass(frozen=True, slots=True)
 class ReplayOptions:
-    sample_rate: int = 16000
-    frame_ms: int = 20
+    #: None: take the agent's pipeline defaults (the server's hello states them).
+    sample_rate: int | None = None
+    frame_ms: int | None = None
     clock_sync_rounds: int = 8
 
 
@@ -422,6 +423,7 @@ async def replay(
     ws, hello = await open_session(url, clock, opts.sample_rate, opts.frame_ms)
     writer = RunWriter(run_dir)
     rate, frame_ms = hello.sample_rate, hello.frame_ms
+    assert rate is not None and frame_ms is not None  # checked by open_session
     session = _Replay(ws, clock, scenario, writer, rate, frame_ms, on_turn)
     manifest: dict[str, Any] = {
         "kind": "replay",

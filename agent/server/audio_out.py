@@ -20,6 +20,7 @@ from agent.stages.interfaces import PCM
 __all__ = ["AudioOut"]
 
 Send = Callable[[bytes], Awaitable[None]]
+OnSent = Callable[[int], None]
 
 
 class AudioOut:
@@ -38,9 +39,12 @@ class AudioOut:
         self.playout_end_ns = 0
         """When the client will have finished playing everything sent so far."""
 
-    async def write(self, pcm: PCM) -> int | None:
+    async def write(self, pcm: PCM, on_sent: OnSent | None = None) -> int | None:
         """Send every whole frame of ``pcm`` (the rest waits for more audio or
-        :meth:`flush`). Returns the send time of the first frame sent, if any."""
+        :meth:`flush`). Returns the send time of the first frame sent, if any.
+
+        ``on_sent(t_ns)`` is called as soon as each frame has been sent, so a
+        caller cancelled mid-write (barge-in) still learns what went out."""
         if len(self._pending):
             pcm = np.concatenate((self._pending, pcm))
         whole = len(pcm) - len(pcm) % self._frame
@@ -48,16 +52,21 @@ class AudioOut:
         first: int | None = None
         for start in range(0, whole, self._frame):
             sent = await self._send_frame(pcm[start : start + self._frame])
+            if on_sent is not None:
+                on_sent(sent)
             if first is None:
                 first = sent
         return first
 
-    async def flush(self) -> int | None:
-        """Send a final partial frame, if any (the end of a response)."""
+    async def flush(self, on_sent: OnSent | None = None) -> int | None:
+        """Send a final partial frame, if any (the end of a phrase)."""
         if not len(self._pending):
             return None
         pcm, self._pending = self._pending, np.zeros(0, dtype=np.int16)
-        return await self._send_frame(pcm)
+        sent = await self._send_frame(pcm)
+        if on_sent is not None:
+            on_sent(sent)
+        return sent
 
     def discard(self) -> None:
         """Drop unsent audio (barge-in)."""

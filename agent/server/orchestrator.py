@@ -187,19 +187,24 @@ async def _speak(
     resample: Callable[[PCM], PCM] | None,
     send: SendMessage,
 ) -> None:
+
+    def audio_sent(t_ns: int) -> None:
+        # Stamped per frame, not after write() returns: a barge-in that cancels
+        # the first write must not lose the mark of audio that did go out.
+        marks.marks.setdefault("server.first_audio_sent", t_ns)
+
     while (phrase := await phrases.get()) is not None:
         marks.stamp("tts.request")
         announced = False
         async for pcm in stamped(tts.synthesize(phrase), marks, "tts.first_audio"):
-            sent = await audio.write(resample(pcm) if resample is not None else pcm)
+            sent = await audio.write(resample(pcm) if resample is not None else pcm, audio_sent)
             if sent is not None and not announced:
-                marks.marks.setdefault("server.first_audio_sent", sent)
                 # Text goes after the phrase's first audio: audio is the critical path.
                 await send(AgentText(turn=turn, text=phrase))
                 announced = True
-        sent = await audio.flush()
-        if sent is not None:
-            marks.marks.setdefault("server.first_audio_sent", sent)
         if not announced:
             await send(AgentText(turn=turn, text=phrase))
         result.spoken_phrases += 1
+    # Only the response's last frame may be short: a phrase's tail waits for the
+    # next phrase's audio, so the stream stays in whole frames.
+    await audio.flush(audio_sent)

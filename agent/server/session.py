@@ -56,6 +56,8 @@ _FRAME_MS_CHOICES = (10, 20, 30, 40, 60)
 _CLOSE_FOR_CODE = {
     "unsupported_version": CLOSE_UNSUPPORTED_VERSION,
     "unsupported_format": CLOSE_UNSUPPORTED_DATA,
+    # The client did nothing wrong: a stage could not be built on this server.
+    "backend_unavailable": CLOSE_INTERNAL_ERROR,
 }
 
 
@@ -94,7 +96,7 @@ class AgentSession:
 
     async def _serve(self) -> None:
         hello = await self._handshake()
-        rate, frame_ms = hello.sample_rate, hello.frame_ms
+        rate, frame_ms = self._format(hello)
         frame_samples = rate * frame_ms // 1000
         ctx = SessionContext(clock=self.clock, sample_rate=rate, frame_samples=frame_samples)
         try:
@@ -138,7 +140,7 @@ class AgentSession:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
                 first = await self.ws.recv()
         except TimeoutError:
-            raise ProtocolError("handshake_timeout", "no hello within 10 s") from None
+            raise ProtocolError("handshake_timeout", f"no hello within {HANDSHAKE_TIMEOUT_S:g} s") from None
         if isinstance(first, bytes):
             raise ProtocolError("hello_required", "the first message must be a hello text frame")
         hello = decode(first)
@@ -149,13 +151,20 @@ class AgentSession:
                 "unsupported_version",
                 f"protocol {hello.protocol} is not supported; this server speaks {PROTOCOL_VERSION}",
             )
-        if hello.sample_rate not in SUPPORTED_SAMPLE_RATES:
-            rates = ", ".join(map(str, SUPPORTED_SAMPLE_RATES))
-            raise ProtocolError("unsupported_format", f"sample_rate {hello.sample_rate}; supported: {rates}")
-        if hello.frame_ms not in _FRAME_MS_CHOICES:
-            choices = ", ".join(map(str, _FRAME_MS_CHOICES))
-            raise ProtocolError("unsupported_format", f"frame_ms {hello.frame_ms}; supported: {choices}")
+        self._format(hello)  # validates
         return hello
+
+    def _format(self, hello: Hello) -> tuple[int, int]:
+        """The session's sample rate and frame length: the client's, else the pipeline's."""
+        rate = hello.sample_rate if hello.sample_rate is not None else self.pipeline.audio.sample_rate
+        frame_ms = hello.frame_ms if hello.frame_ms is not None else self.pipeline.audio.frame_ms
+        if rate not in SUPPORTED_SAMPLE_RATES:
+            rates = ", ".join(map(str, SUPPORTED_SAMPLE_RATES))
+            raise ProtocolError("unsupported_format", f"sample_rate {rate}; supported: {rates}")
+        if frame_ms not in _FRAME_MS_CHOICES:
+            choices = ", ".join(map(str, _FRAME_MS_CHOICES))
+            raise ProtocolError("unsupported_format", f"frame_ms {frame_ms}; supported: {choices}")
+        return rate, frame_ms
 
     async def _on_control(self, message: Message, received_ns: int) -> None:
         if isinstance(message, Ping):
@@ -231,6 +240,13 @@ class AgentSession:
         except BackendError as exc:
             status, reason = "failed", str(exc)
             log.warning("session %s turn %d failed: %s", self.session_id, turn, exc)
+        except ConnectionClosed:
+            return  # the client is gone; the receive loop ends the session
+        except Exception as exc:
+            # A bug in a stage must not leave the client waiting for a reply that
+            # never comes: report the turn as failed and keep the session going.
+            log.exception("session %s turn %d: internal error", self.session_id, turn)
+            status, reason = "failed", f"internal error: {exc!r}"
         marks.stamp("server.response_done")
         stats = result.stats()
         stats["transcript"] = result.transcript
