@@ -12,15 +12,15 @@ import copy
 import dataclasses
 import re
 import tomllib
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, get_type_hints
 
 from agent.errors import ConfigError
 from agent.protocol import SUPPORTED_SAMPLE_RATES
 from agent.stages.chunker import ChunkerConfig
 from agent.stages.registry import REGISTRY, ROLES, StageKind, kinds_for
+from agent.typecheck import accepts, describe
 
 __all__ = [
     "AudioConfig",
@@ -202,8 +202,8 @@ def build_config(cls: type[Any], table: dict[str, Any], fail: Any) -> Any:
             valid = ", ".join(sorted(fields)) or "(none)"
             raise fail(f"unknown setting; valid: {valid}", key)
         expected = hints[key]
-        if not _accepts(expected, value):
-            raise fail(f"expected {_describe(expected)}, got {value!r}", key)
+        if not accepts(expected, value):
+            raise fail(f"expected {describe(expected)}, got {value!r}", key)
         meta = fields[key].metadata
         if "choices" in meta and value not in meta["choices"]:
             raise fail(f"must be one of {', '.join(map(str, meta['choices']))}, got {value!r}", key)
@@ -212,33 +212,6 @@ def build_config(cls: type[Any], table: dict[str, Any], fail: Any) -> Any:
         if "min_exclusive" in meta and value <= meta["min_exclusive"]:
             raise fail(f"must be > {meta['min_exclusive']}, got {value!r}", key)
     return cls(**table)
-
-
-def _accepts(annotation: Any, value: Any) -> bool:
-    origin = get_origin(annotation)
-    if origin in (Union, types.UnionType):
-        return any(_accepts(a, value) for a in get_args(annotation))
-    if annotation is type(None):
-        return value is None
-    if annotation is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin in (list, tuple):
-        (item, *_) = get_args(annotation) or (Any,)
-        return isinstance(value, list) and all(item is Any or _accepts(item, v) for v in value)
-    if origin is dict:
-        return isinstance(value, dict)
-    return isinstance(value, annotation)
-
-
-def _describe(annotation: Any) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-    if get_origin(annotation) in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in get_args(annotation))
-    if annotation is type(None):
-        return "nothing"
-    return names.get(annotation, str(annotation))
 
 
 def _line_of(text: str | None, table: str, key: str | None) -> int | None:

@@ -11,11 +11,11 @@ Nothing here touches a socket or a clock: timestamps are passed in.
 from __future__ import annotations
 
 import json
-import types
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Union, get_type_hints
 
 from agent.errors import ProtocolError
+from agent.typecheck import accepts, describe
 
 __all__ = [
     "CLOSE_INTERNAL_ERROR",
@@ -223,25 +223,6 @@ def encode(message: Message) -> str:
     return json.dumps(body, separators=(",", ":"))
 
 
-def _accepts(annotation: Any, value: Any) -> bool:
-    if annotation is Any:
-        return True
-    origin = get_origin(annotation)
-    if origin in (Union, types.UnionType):
-        return any(_accepts(arg, value) for arg in get_args(annotation))
-    if origin is Literal:
-        return value in get_args(annotation)
-    if origin is not None:
-        annotation = origin
-    if annotation is type(None):
-        return value is None
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    return isinstance(value, annotation)
-
-
 def decode(text: str | bytes) -> Message:
     """The text of one frame → a message. Raises :class:`ProtocolError` if malformed."""
     try:
@@ -263,17 +244,13 @@ def decode(text: str | bytes) -> Message:
     for name, value in body.items():
         if name not in hints or name == "TYPE":
             continue  # unknown fields are ignored, so minor additions stay compatible
-        if not _accepts(hints[name], value):
+        if not accepts(hints[name], value):
             raise ProtocolError(
                 "malformed_message",
-                f"{kind}.{name}: expected {_type_name(hints[name])}, got {type(value).__name__}",
+                f"{kind}.{name}: expected {describe(hints[name])}, got {type(value).__name__}",
             )
         kwargs[name] = value
     return cls(**kwargs)  # type: ignore[no-any-return]
-
-
-def _type_name(annotation: Any) -> str:
-    return str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
 def check_pcm_frame(data: bytes, max_bytes: int) -> None:
