@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -24,6 +25,7 @@ from agent.server.audio_out import AudioOut
 from agent.stages.chunker import ChunkerConfig, PhraseChunker
 from agent.stages.interfaces import ASR, LLM, PCM, TTS, LLMDelta, LLMRequest
 from agent.stages.llm import estimate_tokens
+from agent.stats import describe
 
 __all__ = ["Conversation", "TurnMarks", "TurnResult", "respond", "stamped"]
 
@@ -42,6 +44,10 @@ class TurnMarks:
     def stamp(self, name: str) -> None:
         if name not in self.marks:
             self.marks[name] = self._clock.now_ns()
+
+    def now_ns(self) -> int:
+        """The clock's time, for per-chunk arrivals too many to be named marks."""
+        return self._clock.now_ns()
 
 
 async def stamped(
@@ -91,6 +97,8 @@ class TurnResult:
     usage: dict[str, int] | None = None
     server_timing: dict[str, Any] | None = None
     token_chunks: int = 0
+    #: Arrival time of each non-empty LLM text chunk (for ITL and TPOT).
+    chunk_ns: list[int] = field(default_factory=list)
 
     @property
     def reply(self) -> str:
@@ -111,6 +119,12 @@ class TurnResult:
             out["prompt_tokens"] = self.usage["prompt_tokens"]
         if self.server_timing:
             out["server_timing"] = self.server_timing
+        # ITL: gaps between consecutive content chunks; TPOT: first → last content
+        # chunk per further token (latency_ms.llm_tpot uses llm.done as its end).
+        itl = describe((b - a) / 1e6 for a, b in itertools.pairwise(self.chunk_ns))
+        out["itl_ms"] = {k: itl[k] for k in ("n", "p50", "p90", "p95", "p99", "max")}
+        span = self.chunk_ns[-1] - self.chunk_ns[0] if self.chunk_ns else 0
+        out["tpot_ms"] = span / 1e6 / (tokens - 1) if len(self.chunk_ns) > 1 and tokens > 1 else None
         return out
 
 
@@ -149,7 +163,9 @@ async def respond(
     try:
         chunker = PhraseChunker(chunker_config)
         marks.stamp("llm.request")
-        stream = stamped(llm.stream(request), marks, "llm.first_token", "llm.done", _has_text)
+        # llm.first_chunk: any chunk, even the role-only one (vLLM's TTFT); llm.first_token: text.
+        chunks = stamped(llm.stream(request), marks, "llm.first_chunk")
+        stream = stamped(chunks, marks, "llm.first_token", "llm.done", _has_text)
         async for delta in stream:
             if delta.usage is not None:
                 result.usage = delta.usage
@@ -157,6 +173,7 @@ async def respond(
                 result.server_timing = delta.server_timing
             if delta.text:
                 result.token_chunks += 1
+                result.chunk_ns.append(marks.now_ns())
                 for phrase in chunker.push(delta.text):
                     _release(phrase, marks, result, phrases)
         for phrase in chunker.flush():

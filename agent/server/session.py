@@ -90,6 +90,19 @@ class AgentSession:
                 await self.ws.close(CLOSE_INTERNAL_ERROR, "internal error")
         finally:
             await self._stop_response("session closed")
+            await self._close_stages()
+
+    async def _close_stages(self) -> None:
+        # Optional hook: a stage holding a resource (the openai LLM's HTTP client)
+        # defines ``async def aclose()``; it runs once, when the session ends.
+        for role, stage in getattr(self, "_stages", {}).items():
+            aclose = getattr(stage, "aclose", None)
+            if aclose is None:
+                continue
+            try:
+                await aclose()
+            except Exception:
+                log.exception("session %s: closing the %s stage failed", self.session_id, role)
 
     async def send(self, message: Message) -> None:
         await self.ws.send(encode(message))

@@ -15,6 +15,7 @@ from typing import Any
 from agent.stages.asr import EmulatedASR, EmulatedASRConfig
 from agent.stages.interfaces import SessionContext
 from agent.stages.llm import EmulatedLLM, EmulatedLLMConfig
+from agent.stages.llm_openai import OpenAILLM, OpenAILLMConfig  # httpx loads when one is built
 from agent.stages.tts import EmulatedTTS, EmulatedTTSConfig
 from agent.stages.vad import OracleVAD, OracleVADConfig
 
@@ -69,6 +70,16 @@ _register(
         EmulatedLLM,
         "scripted or built-in reply at ttft_ms / tokens_per_s",
         virtual_time=True,
+    )
+)
+_register(
+    StageKind(
+        "llm",
+        "openai",
+        OpenAILLMConfig,
+        OpenAILLM,
+        "any OpenAI-compatible streaming server (provider presets: groq, cerebras, vllm, ...)",
+        virtual_time=False,
     )
 )
 _register(

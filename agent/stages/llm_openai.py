@@ -1,0 +1,534 @@
+"""Stage kind ``openai``: any OpenAI-compatible streaming chat-completions server.
+
+One ``httpx.AsyncClient`` per stage instance (one per agent session), so the
+connection to the provider is reused across turns as a real voice agent's
+would be; :meth:`OpenAILLM.aclose` closes it when the session ends.
+
+What this module deliberately does **not** do:
+
+* **time anything** — the orchestrator stamps ``llm.request``,
+  ``llm.first_chunk``, ``llm.first_token``, every content chunk and
+  ``llm.done`` around :meth:`OpenAILLM.stream`; a backend that read a clock
+  could only get those numbers wrong;
+* **retry** — official SDKs silently retry 408/409/429/5xx with backoff, which
+  a latency tool would then report as TTFT. The one exception is a server that
+  rejects ``stream_options`` with HTTP 400: the request is repeated once
+  without it (before any token exists) and never sent again by this stage;
+  the turn's record says so.
+
+Every failure becomes a :class:`~agent.errors.BackendError` naming the backend
+(``openai:<provider or host>``), the URL and the HTTP status, with the
+server's own message. The API key is read from the environment variable named
+by ``api_key_env`` and never appears in a file, a log line or an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from agent import __version__
+from agent.errors import BackendError, ConfigError
+from agent.sse import SSEError, SSEParser
+from agent.stages.interfaces import LLMDelta, LLMRequest, SessionContext
+
+if TYPE_CHECKING:  # httpx is imported when a stage is built, not when the registry loads
+    import httpx
+
+__all__ = ["EMULATOR_PROVIDER", "PRESETS", "Endpoint", "OpenAILLM", "OpenAILLMConfig", "Preset", "resolve"]
+
+log = logging.getLogger("vlt.llm.openai")
+
+#: The testbed's own accelerator emulator: the only server sent the ``vlt`` body field.
+EMULATOR_PROVIDER = "vlt-emulator"
+
+_ERROR_SNIPPET = 300  # characters of an unparseable body quoted in an error
+_DRAIN_LIMIT = 64 * 1024  # bytes read after [DONE] so the connection can be reused
+
+
+@dataclass(frozen=True, slots=True)
+class Preset:
+    """Where a provider lives and how it authenticates."""
+
+    base_url: str
+    api_key_env: str = ""
+    """Environment variable holding the key by default ("" = send no key)."""
+    key_required: bool = False
+    default_model: str | None = None
+    """Sent when the pipeline sets no ``model``; None means ``model`` is required."""
+    note: str = ""
+
+
+PRESETS: dict[str, Preset] = {
+    "groq": Preset(
+        "https://api.groq.com/openai/v1",
+        "GROQ_API_KEY",
+        True,
+        note="Groq LPU. Reports x_groq.usage (queue/prompt/completion/total time, s) in the last chunk.",
+    ),
+    "cerebras": Preset(
+        "https://api.cerebras.ai/v1",
+        "CEREBRAS_API_KEY",
+        True,
+        note="Cerebras WSE. Reports time_info (queue/prompt/completion/total time, s).",
+    ),
+    "sambanova": Preset(
+        "https://api.sambanova.ai/v1",
+        "SAMBANOVA_API_KEY",
+        True,
+        note="SambaNova SN40L. Its usage chunk carries extra timing fields, kept as server timing.",
+    ),
+    "together": Preset("https://api.together.xyz/v1", "TOGETHER_API_KEY", True, note="Together AI (GPU)."),
+    "fireworks": Preset(
+        "https://api.fireworks.ai/inference/v1", "FIREWORKS_API_KEY", True, note="Fireworks AI (GPU)."
+    ),
+    "openai": Preset("https://api.openai.com/v1", "OPENAI_API_KEY", True, note="OpenAI."),
+    "vllm": Preset(
+        "http://127.0.0.1:8000/v1",
+        note="vLLM `vllm serve`; model = the served model name; set api_key_env if started with --api-key.",
+    ),
+    "sglang": Preset(
+        "http://127.0.0.1:30000/v1", default_model="default", note="SGLang `python -m sglang.launch_server`."
+    ),
+    "llamacpp-server": Preset(
+        "http://127.0.0.1:8080/v1",
+        default_model="default",
+        note="llama.cpp `llama-server` (model is ignored). Reports timings (prompt_ms, predicted_ms, ...).",
+    ),
+    "ollama": Preset(
+        "http://127.0.0.1:11434/v1", note="Ollama's OpenAI-compatible /v1; model = a pulled tag."
+    ),
+    EMULATOR_PROVIDER: Preset(
+        "http://127.0.0.1:8000/v1",
+        default_model="vlt-emulator",
+        note="The testbed's accelerator emulator (`vlt serve llm-emulator`); speaks the scripted reply.",
+    ),
+}
+
+# Top-level usage fields that are token counts; anything else a server puts
+# there (SambaNova's throughput and latency figures) is kept as server timing.
+_USAGE_TOKEN_FIELDS = frozenset(
+    {
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "prompt_tokens_details",
+        "completion_tokens_details",
+    }
+)
+# Which server-reported timing is the record's primary ``source`` when several arrive.
+_TIMING_PRIORITY = ("groq", "cerebras", "llama.cpp", "vlt-emulator", "usage")
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAILLMConfig:
+    provider: str = field(default="", metadata={"choices": tuple(PRESETS)})
+    """A preset (see PRESETS) giving base_url and api_key_env; "" = none, set base_url."""
+    base_url: str = ""
+    """The API root, ending in /v1 (overrides the preset's)."""
+    model: str = ""
+    """Model name as the server knows it (required unless the preset has a default)."""
+    api_key_env: str = ""
+    """NAME of the environment variable holding the API key ("" = the preset's).
+    Naming one makes the key required."""
+    max_tokens: int = field(default=150, metadata={"min": 1})
+    temperature: float = field(default=0.7, metadata={"min": 0})
+    connect_timeout_s: float = field(default=5.0, metadata={"min_exclusive": 0})
+    """TCP + TLS connect timeout."""
+    read_timeout_s: float = field(default=30.0, metadata={"min_exclusive": 0})
+    """Longest silence allowed between two reads (before the headers or mid-stream)."""
+    keepalive_s: float = field(default=5.0, metadata={"min": 0})
+    """How long an idle connection is kept for the next turn (httpx's default is 5 s;
+    turns further apart than this pay a new TCP/TLS handshake inside their TTFT)."""
+    headers: dict[str, str] = field(default_factory=dict)
+    """Extra request headers (not the key: use api_key_env)."""
+    include_usage: bool = True
+    """Ask for the usage chunk (stream_options.include_usage) for server token counts."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A config resolved against its preset (pure: no environment, no network)."""
+
+    backend: str
+    """``openai:<provider or host>``, the name errors and logs use."""
+    url: str
+    """The chat-completions URL."""
+    model: str
+    api_key_env: str
+    key_required: bool
+    emulator: bool
+
+
+def resolve(config: OpenAILLMConfig) -> Endpoint:
+    """Check ``config`` and fill in its preset; raises :class:`ConfigError`."""
+    preset = None
+    if config.provider:
+        preset = PRESETS.get(config.provider)
+        if preset is None:
+            raise ConfigError(
+                f"unknown provider {config.provider!r}; valid presets: {', '.join(PRESETS)}",
+                field="llm.provider",
+            )
+    base_url = (config.base_url or (preset.base_url if preset else "")).rstrip("/")
+    if not base_url:
+        raise ConfigError(
+            f"set base_url (e.g. http://127.0.0.1:8000/v1) or a provider: {', '.join(PRESETS)}",
+            field="llm.base_url",
+        )
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"base_url must be an http:// or https:// URL, got {base_url!r}", field="llm.base_url"
+        )
+    backend = f"openai:{config.provider or parts.netloc.rpartition('@')[2]}"
+    model = config.model or (preset.default_model if preset else None)
+    if not model:
+        raise ConfigError(f"{backend} needs a model name: set model", field="llm.model")
+    for name, value in config.headers.items():
+        if not isinstance(value, str):
+            raise ConfigError(f"header {name!r} must be a string, got {value!r}", field="llm.headers")
+        if name.lower() == "authorization":
+            # A key written into a pipeline file ends up in manifests and git.
+            raise ConfigError(
+                "do not put Authorization in headers: set api_key_env to the NAME of the "
+                "environment variable holding the key",
+                field="llm.headers",
+            )
+    key_env = config.api_key_env or (preset.api_key_env if preset else "")
+    required = bool(config.api_key_env) or (preset is not None and preset.key_required)
+    return Endpoint(
+        backend=backend,
+        url=f"{base_url}/chat/completions",
+        model=model,
+        api_key_env=key_env,
+        key_required=required,
+        emulator=config.provider == EMULATOR_PROVIDER,
+    )
+
+
+@dataclass
+class _Stream:
+    """What one response has shown so far (no times: those are the orchestrator's)."""
+
+    content_chunks: int = 0
+    finish_reason: str | None = None
+    timing: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class OpenAILLM:
+    """Streaming chat completions from an OpenAI-compatible server."""
+
+    def __init__(self, config: OpenAILLMConfig, ctx: SessionContext) -> None:
+        import httpx
+
+        self.config = config
+        self.endpoint = resolve(config)
+        self.name = self.endpoint.backend
+        env = self.endpoint.api_key_env
+        self._key = os.environ.get(env, "") if env else ""
+        if self.endpoint.key_required and not self._key:
+            # Raised while the session builds its stages, so it fails at once, not per turn.
+            raise ConfigError(
+                f"{self.name} needs an API key: set the environment variable {env}",
+                field="llm.api_key_env",
+            )
+        headers = {"User-Agent": f"vlt/{__version__}", **config.headers}
+        if self._key:
+            headers["Authorization"] = f"Bearer {self._key}"
+        # Built here, at session start, so creating the TLS context is not inside turn 0's TTFT.
+        # retries=0 is httpx's default, made explicit: a retry would hide in TTFT. A
+        # transport of our own also keeps HTTP(S)_PROXY from the environment out of the path.
+        self._client = httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(
+                retries=0,
+                limits=httpx.Limits(max_keepalive_connections=4, keepalive_expiry=config.keepalive_s),
+            ),
+            headers=headers,
+            timeout=httpx.Timeout(
+                connect=config.connect_timeout_s,
+                read=config.read_timeout_s,
+                write=config.connect_timeout_s,
+                pool=config.connect_timeout_s,
+            ),
+        )
+        self._send_usage_option = config.include_usage
+
+    async def aclose(self) -> None:
+        """Close the HTTP client (the session calls this when it ends)."""
+        await self._client.aclose()
+
+    def body(self, request: LLMRequest) -> dict[str, Any]:
+        """The JSON body for ``request``."""
+        cfg = self.config
+        body: dict[str, Any] = {
+            "model": self.endpoint.model,
+            "messages": [dict(m) for m in request.messages],
+            "stream": True,
+            "max_tokens": cfg.max_tokens,
+            "temperature": cfg.temperature,
+        }
+        if self._send_usage_option:
+            body["stream_options"] = {"include_usage": True}
+        if self.endpoint.emulator:
+            # Only the emulator: real providers may reject unknown fields.
+            body["vlt"] = {"scripted_reply": request.scripted_reply, "turn": request.turn}
+        return body
+
+    async def stream(self, request: LLMRequest) -> AsyncIterator[LLMDelta]:
+        """Yield one delta per stream event: its text (often empty, e.g. the
+        role-only first chunk), usage when reported, and at the end the
+        server-reported timing with what the client saw (``client``)."""
+        notes: dict[str, Any] = {"connection": "reused"}
+        response = await self._open(self.body(request), notes)
+        # One byte iterator for the events and the drain after [DONE]: httpx
+        # allows a response body to be iterated only once.
+        chunks = response.aiter_bytes()
+        try:
+            state = _Stream()
+            async for delta in self._events(response, chunks, state):
+                yield delta
+            notes["finish_reason"] = state.finish_reason
+            yield LLMDelta(server_timing=_server_timing(state.timing, notes))
+            await _drain(chunks)
+        finally:
+            if isinstance(chunks, AsyncGenerator):  # it is; closed now rather than by the GC
+                await chunks.aclose()
+            await response.aclose()
+
+    # -- request ------------------------------------------------------------
+
+    async def _open(self, body: dict[str, Any], notes: dict[str, Any]) -> httpx.Response:
+        """Send the request; return a 2xx streaming response or raise BackendError."""
+        response = await self._post(body, notes)
+        if response.status_code == 400 and "stream_options" in body:
+            text = await self._read_body(response)
+            if "stream_options" not in text and "include_usage" not in text:
+                raise self._http_error(response, text)
+            # The only retry: nothing has been generated yet, and the record says so.
+            self._send_usage_option = False
+            notes["stream_options_retry"] = True
+            log.warning(
+                "%s refused stream_options (HTTP 400): retrying once without it; this session "
+                "will not send it again, and token counts will be counted, not server-reported",
+                self.name,
+            )
+            body = {k: v for k, v in body.items() if k != "stream_options"}
+            response = await self._post(body, notes)
+        if not 200 <= response.status_code < 300:
+            raise self._http_error(response, await self._read_body(response))
+        return response
+
+    async def _post(self, body: dict[str, Any], notes: dict[str, Any]) -> httpx.Response:
+        import httpx
+
+        async def trace(event: str, info: Mapping[str, Any]) -> None:
+            # Whether this turn paid for a TCP (and TLS) handshake inside its TTFT.
+            if event == "connection.connect_tcp.complete":
+                notes["connection"] = "new"
+
+        request = self._client.build_request(
+            "POST", self.endpoint.url, json=body, extensions={"trace": trace}
+        )
+        try:
+            return await self._client.send(request, stream=True)
+        except httpx.RequestError as exc:
+            raise self._transport_error(exc, "before the response") from None
+
+    async def _read_body(self, response: httpx.Response) -> str:
+        import httpx
+
+        try:
+            await response.aread()
+        except httpx.RequestError as exc:
+            raise self._transport_error(
+                exc, f"reading an HTTP {response.status_code} body", response
+            ) from None
+        finally:
+            await response.aclose()
+        return response.text
+
+    # -- response -----------------------------------------------------------
+
+    async def _events(
+        self, response: httpx.Response, chunks: AsyncIterator[bytes], state: _Stream
+    ) -> AsyncIterator[LLMDelta]:
+        import httpx
+
+        content_type = response.headers.get("content-type", "")
+        if content_type.startswith("application/json"):
+            # Not a stream: an error in a 200, or a server that ignored stream=true.
+            text = await self._read_body(response)
+            raise self._error(
+                _error_message(_json_or_none(text)) or f"server did not stream (content-type {content_type})",
+                response,
+            )
+        parser = SSEParser()
+        try:
+            async for chunk in chunks:
+                for event in parser.feed(chunk):
+                    if event.is_done:
+                        return
+                    if event.event not in ("message", "error"):
+                        continue  # a custom event type no OpenAI-compatible client reads
+                    yield self._delta(event.data, event.event == "error", state, response)
+        except httpx.RequestError as exc:
+            raise self._transport_error(exc, _mid_stream(state), response) from None
+        except SSEError as exc:
+            raise self._error(f"invalid event stream: {exc}", response) from None
+        # Lenient about a last "data: [DONE]" missing its blank line; nothing else.
+        if any(event.is_done for event in parser.close(flush=True)):
+            return
+        raise self._error(f"stream truncated: ended without data: [DONE] {_mid_stream(state)}", response)
+
+    def _delta(self, data: str, error_event: bool, state: _Stream, response: httpx.Response) -> LLMDelta:
+        payload = _json_or_none(data)
+        if not isinstance(payload, dict):
+            if error_event:
+                raise self._error(f"error event mid-stream: {data[:_ERROR_SNIPPET]}", response)
+            raise self._error(f"malformed JSON in a stream event: {data[:_ERROR_SNIPPET]!r}", response)
+        if error_event or payload.get("error") is not None:
+            message = _error_message(payload) or data[:_ERROR_SNIPPET]
+            raise self._error(f"error mid-stream {_mid_stream(state)}: {message}", response)
+        text = ""
+        choices = payload.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue  # n=1 is requested; other indices would be another reply
+            delta = choice.get("delta")
+            if isinstance(delta, dict) and isinstance(delta.get("content"), str):
+                text += delta["content"]
+            if choice.get("finish_reason"):
+                state.finish_reason = str(choice["finish_reason"])
+        if text:
+            state.content_chunks += 1
+        usage = _usage(payload.get("usage"), state, "usage")
+        x_groq = payload.get("x_groq")
+        groq_usage = _usage(x_groq.get("usage") if isinstance(x_groq, dict) else None, state, "groq")
+        if isinstance(payload.get("time_info"), dict):
+            state.timing["cerebras"] = _scalars(payload["time_info"])
+        if isinstance(payload.get("timings"), dict):
+            state.timing["llama.cpp"] = _scalars(payload["timings"])
+        if isinstance(payload.get("x_vlt"), dict):  # the emulator's timing model, per stream
+            state.timing["vlt-emulator"] = _scalars(payload["x_vlt"])
+        return LLMDelta(text=text, usage=usage or groq_usage)
+
+    # -- errors -------------------------------------------------------------
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key else text
+
+    def _error(self, message: str, response: httpx.Response | None = None) -> BackendError:
+        return BackendError(
+            self.name,
+            self._redact(message),
+            url=self._redact(self.endpoint.url),
+            status=None if response is None else response.status_code,
+        )
+
+    def _http_error(self, response: httpx.Response, text: str) -> BackendError:
+        status = response.status_code
+        message = _error_message(_json_or_none(text))
+        if message is None:
+            snippet = " ".join(text.split())[:_ERROR_SNIPPET]
+            message = snippet or response.reason_phrase or "no body"
+        if 300 <= status < 400:
+            message += f" (redirected to {response.headers.get('location', '?')}: set base_url to it)"
+        if status == 429:
+            after = response.headers.get("retry-after")
+            message = f"rate limited: {message} (retry-after: {after or 'not given'}; not retried)"
+        return self._error(message, response)
+
+    def _transport_error(
+        self, exc: httpx.RequestError, when: str, response: httpx.Response | None = None
+    ) -> BackendError:
+        import httpx
+
+        cfg = self.config
+        detail = str(exc) or type(exc).__name__
+        if isinstance(exc, httpx.ConnectTimeout):
+            message = f"connect timed out after {cfg.connect_timeout_s:g} s"
+        elif isinstance(exc, httpx.ConnectError):
+            message = f"cannot connect: {detail}"
+        elif isinstance(exc, httpx.ReadTimeout):
+            message = f"read timed out: no data for {cfg.read_timeout_s:g} s {when}"
+        elif isinstance(exc, httpx.TimeoutException):
+            message = f"timed out ({type(exc).__name__}) {when}"
+        elif isinstance(exc, httpx.RemoteProtocolError) and response is not None:
+            message = f"stream truncated: the connection broke {when} ({detail})"
+        else:
+            message = f"{type(exc).__name__} {when}: {detail}"
+        return self._error(message, response)
+
+
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    """Read what follows [DONE] (normally just the end of the chunked body),
+    so the connection goes back to the pool for the next turn."""
+    import httpx
+
+    read = 0
+    with contextlib.suppress(httpx.RequestError):
+        async for chunk in chunks:
+            read += len(chunk)
+            if read > _DRAIN_LIMIT:
+                break  # a server still talking after [DONE]: the connection is dropped
+
+
+def _mid_stream(state: _Stream) -> str:
+    return f"after {state.content_chunks} content chunk{'s' if state.content_chunks != 1 else ''}"
+
+
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _error_message(payload: Any) -> str | None:
+    """The server's message from OpenAI's ``{"error": {"message", "type", "code"}}``
+    (or the looser shapes other servers use), or None."""
+    if not isinstance(payload, dict):
+        return None
+    error = payload.get("error", payload)
+    if isinstance(error, str):
+        return error
+    if not isinstance(error, dict):
+        return None
+    message = error.get("message") or error.get("detail")
+    if not isinstance(message, str):
+        return None
+    extra = [f"{k}={error[k]}" for k in ("type", "code") if error.get(k) not in (None, "")]
+    return f"{message} ({', '.join(extra)})" if extra else message
+
+
+def _scalars(obj: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if isinstance(v, str | int | float | bool) or v is None}
+
+
+def _usage(obj: Any, state: _Stream, source: str) -> dict[str, int] | None:
+    """Token counts from a usage object; timing fields in it go to ``state.timing``."""
+    if not isinstance(obj, dict):
+        return None
+    timing = _scalars({k: v for k, v in obj.items() if k not in _USAGE_TOKEN_FIELDS})
+    if timing:
+        state.timing[source] = timing
+    counts = {k: obj[k] for k in ("prompt_tokens", "completion_tokens") if type(obj.get(k)) is int}
+    return counts if "completion_tokens" in counts else None
+
+
+def _server_timing(timing: dict[str, dict[str, Any]], notes: dict[str, Any]) -> dict[str, Any]:
+    """``{"source": <primary>, <its fields>, <other source>: {...}, "client": {...}}``."""
+    out: dict[str, Any] = {}
+    primary = next((s for s in _TIMING_PRIORITY if s in timing), None)
+    if primary is not None:
+        out = {"source": primary, **timing[primary]}
+        out.update({name: fields for name, fields in timing.items() if name != primary})
+    out["client"] = {k: v for k, v in notes.items() if v is not None}
+    return out
