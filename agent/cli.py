@@ -89,6 +89,7 @@ def _build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     ap.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     ap.set_defaults(func=_cmd_serve_agent)
+    _add_llm_emulator_commands(commands, servers)
     return parser
 
 
@@ -149,6 +150,119 @@ def _cmd_serve_agent(args: argparse.Namespace) -> int:
 
     with contextlib.suppress(KeyboardInterrupt):
         clocks.run(main)
+    return EXIT_OK
+
+
+# -- the accelerator emulator and its profiles (docs/accelerators.md) ------------------
+
+
+def _add_llm_emulator_commands(commands: Any, servers: Any) -> None:
+    # Not from agent.server.llm_emulator: that would import aiohttp on every `vlt` call.
+    from agent.accelerators import DEFAULT_PROFILE
+
+    ep = servers.add_parser(
+        "llm-emulator",
+        help="an OpenAI-compatible LLM server timed like an accelerator profile",
+        description="Serve /v1/chat/completions (streaming and not), /v1/models and /health, with "
+        "TTFT, tokens/s, jitter and contention following an accelerator profile (vlt profiles). "
+        "The flags below override the profile's numbers.",
+    )
+    ep.add_argument(
+        "--profile", default=DEFAULT_PROFILE, help=f"accelerator profile (default {DEFAULT_PROFILE})"
+    )
+    ep.add_argument("--profiles-file", type=Path, help="TOML file of extra profiles (docs/accelerators.md)")
+    ep.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    ep.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    ep.add_argument("--ttft-ms", type=float, help="base latency to the first token, before prefill")
+    ep.add_argument("--tps", type=float, help="single-stream decode speed, tokens/s")
+    ep.add_argument("--jitter", type=float, help="relative standard deviation of inter-token gaps")
+    ep.add_argument("--ttft-jitter-ms", type=float, help="standard deviation of the base latency")
+    ep.add_argument("--prefill-tps", type=float, help="prompt processing speed, tokens/s")
+    ep.add_argument(
+        "--text-source",
+        choices=("scripted", "bank", "llamacpp"),
+        default="scripted",
+        help="scripted: the reply the testbed's client sends, else the built-in bank (default); "
+        "bank: always the bank; llamacpp: a local GGUF model, re-paced to the profile",
+    )
+    ep.add_argument("--model-path", help="GGUF file for --text-source llamacpp (default: SmolLM2-135M)")
+    ep.add_argument("--tokens-per-chunk", type=int, default=1, help="tokens per SSE chunk (default 1)")
+    ep.add_argument("--seed", type=int, default=0, help="seed of the jitter (default 0)")
+    ep.add_argument("--access-log", action="store_true", help="log every request (with --debug)")
+    ep.set_defaults(func=_cmd_serve_llm_emulator)
+
+    pp = commands.add_parser(
+        "profiles",
+        help="list the accelerator profiles",
+        description="List the accelerator profiles the emulator and the emulated LLM stage know, "
+        "with where each number comes from. All figures are approximate.",
+    )
+    pp.add_argument("--profiles-file", type=Path, help="TOML file of extra profiles to include")
+    pp.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    pp.add_argument("--notes", action="store_true", help="also print each profile's notes")
+    pp.set_defaults(func=_cmd_profiles)
+
+
+def _cmd_serve_llm_emulator(args: argparse.Namespace) -> int:
+    from agent import clock as clocks
+    from agent.accelerators import add_profiles, get_profile, stream_tokens_per_s, with_overrides
+    from agent.server.llm_emulator import LLMEmulatorServer, make_text_source
+
+    if args.profiles_file is not None:
+        add_profiles(args.profiles_file)
+    flags = {
+        "ttft_ms": args.ttft_ms,
+        "tokens_per_s": args.tps,
+        "jitter": args.jitter,
+        "ttft_jitter_ms": args.ttft_jitter_ms,
+        "prefill_tokens_per_s": args.prefill_tps,
+    }
+    profile = with_overrides(get_profile(args.profile), {k: v for k, v in flags.items() if v is not None})
+    if args.tokens_per_chunk < 1:
+        raise ConfigError(f"--tokens-per-chunk must be >= 1, got {args.tokens_per_chunk}")
+
+    async def main(clock: clocks.Clock) -> None:
+        source = make_text_source(args.text_source, clock, model_path=args.model_path)
+        server = LLMEmulatorServer(
+            profile,
+            clock,
+            args.host,
+            args.port,
+            text_source=source,
+            tokens_per_chunk=args.tokens_per_chunk,
+            seed=args.seed,
+            access_log=args.access_log,
+        )
+        async with server:
+            prefill = (
+                f" + prompt at {profile.prefill_tokens_per_s:,.0f} tok/s"
+                if profile.prefill_tokens_per_s
+                else ""
+            )
+            print(
+                f"llm emulator ({profile.name}: TTFT {profile.ttft_ms:g} ms{prefill}, "
+                f"{stream_tokens_per_s(profile, 1):g} tok/s, text {source.name}) "
+                f"listening on {server.base_url}",
+                flush=True,
+            )
+            await server.serve_forever()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        clocks.run(main)
+    return EXIT_OK
+
+
+def _cmd_profiles(args: argparse.Namespace) -> int:
+    from agent.accelerators import PROFILES, format_profiles_table, load_profiles
+
+    profiles = load_profiles(args.profiles_file) if args.profiles_file is not None else PROFILES
+    print(format_profiles_table(profiles, markdown=args.markdown))
+    if args.notes:
+        print()
+        for profile in sorted(profiles.values(), key=lambda p: p.name):
+            print(f"{profile.name}: {profile.notes or '-'}")
+    print()
+    print("All figures are approximate (docs/accelerators.md). Prefill adds to the base TTFT.")
     return EXIT_OK
 
 

@@ -1,26 +1,41 @@
 """LLM stages and the token model they share.
 
 ``emulated``: streams a reply with a configurable time to first token, decode
-speed and jitter. The text is the scenario's scripted reply for the turn, or
-one from a small built-in bank. Tokens approximate a BPE tokenizer (a word
-piece with its leading space, punctuation separate), so "tokens per second"
-means roughly what it means for a real model.
+speed and jitter — set directly, or taken from an accelerator profile
+(:mod:`agent.accelerators`), whose timing model it shares with the
+OpenAI-compatible emulator server. The text is the scenario's scripted reply
+for the turn, or one from a small built-in bank. Tokens approximate a BPE
+tokenizer (a word piece with its leading space, punctuation separate), so
+"tokens per second" means roughly what it means for a real model.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random
 import re
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from agent.accelerators import PROFILE_CHOICES, AcceleratorProfile, get_profile, token_schedule_ns
 from agent.clock import Pacer
-from agent.errors import BackendError
+from agent.errors import BackendError, ConfigError
 from agent.stages.interfaces import LLMDelta, LLMRequest, SessionContext
 
-__all__ = ["REPLY_BANK", "EmulatedLLM", "EmulatedLLMConfig", "estimate_tokens", "tokenize"]
+__all__ = [
+    "DEFAULT_TOKENS_PER_S",
+    "DEFAULT_TTFT_MS",
+    "REPLY_BANK",
+    "EmulatedLLM",
+    "EmulatedLLMConfig",
+    "bank_reply",
+    "estimate_tokens",
+    "resolve_profile",
+    "tokenize",
+]
 
 # Leading whitespace stays with the piece, as in GPT/Llama tokenizers.
 _PIECE = re.compile(r"\s*[A-Za-z]+|\s*\d|\s*[^\sA-Za-z\d]|\s+")
@@ -53,21 +68,70 @@ def estimate_tokens(text: str) -> int:
     return len(tokenize(text))
 
 
+def bank_reply(messages: Sequence[Mapping[str, Any]]) -> str:
+    """The built-in reply for a conversation: chosen by its latest user message, deterministically."""
+    last_user = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+    return REPLY_BANK[zlib.crc32(str(last_user).encode()) % len(REPLY_BANK)]
+
+
+#: Timing of the ``emulated`` LLM when neither a profile nor the pipeline sets it.
+DEFAULT_TTFT_MS = 200.0
+DEFAULT_TOKENS_PER_S = 300.0
+#: The settings a profile supplies and a pipeline file may override.
+_TIMING = ("ttft_ms", "tokens_per_s", "jitter", "ttft_jitter_ms")
+
+
 @dataclass(frozen=True, slots=True)
 class EmulatedLLMConfig:
-    ttft_ms: float = field(default=200.0, metadata={"min": 0})
-    """Request → first token."""
-    tokens_per_s: float = field(default=300.0, metadata={"min_exclusive": 0})
-    """Decode speed of one stream."""
-    jitter: float = field(default=0.0, metadata={"min": 0})
-    """Relative standard deviation of each inter-token gap (0 = perfectly even)."""
-    ttft_jitter_ms: float = field(default=0.0, metadata={"min": 0})
-    """Standard deviation of TTFT."""
+    profile: str = field(default="", metadata={"choices": PROFILE_CHOICES})
+    """Accelerator profile (``vlt profiles``) giving TTFT, prefill speed, tokens/s
+    and jitter; "" for none. The settings below, when set, override it."""
+    ttft_ms: float | None = field(default=None, metadata={"min": 0})
+    """Request → first token, before prefill (unset: the profile's, else 200)."""
+    tokens_per_s: float | None = field(default=None, metadata={"min_exclusive": 0})
+    """Decode speed of one stream (unset: the profile's, else 300)."""
+    jitter: float | None = field(default=None, metadata={"min": 0})
+    """Relative standard deviation of each inter-token gap, 0 = perfectly even
+    (unset: the profile's, else 0)."""
+    ttft_jitter_ms: float | None = field(default=None, metadata={"min": 0})
+    """Standard deviation of TTFT (unset: the profile's, else 0)."""
     seed: int = 0
     """Seed of the jitter; with the turn number it makes each turn reproducible."""
     fail_turns: list[int] = field(default_factory=list)
     """Turns (0-based) that fail after TTFT with an injected HTTP 503, to exercise
     the failure path: the turn is recorded as failed and the session goes on."""
+
+    def __post_init__(self) -> None:
+        # Unset timing is filled in at once — from the profile, else the built-in
+        # defaults — so the run manifest records the numbers the stage runs with.
+        # (So ``dataclasses.replace(config, profile=...)`` keeps the old numbers.)
+        base = _base_profile(self.profile)
+        for name in _TIMING:
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, float(getattr(base, name)))
+
+
+def _base_profile(name: str) -> AcceleratorProfile:
+    if not name:
+        return AcceleratorProfile(
+            name="emulated",
+            label="emulated",
+            model="",
+            ttft_ms=DEFAULT_TTFT_MS,
+            tokens_per_s=DEFAULT_TOKENS_PER_S,
+            source="pipeline settings",
+            date="",
+        )
+    try:
+        return get_profile(name)
+    except ConfigError as exc:
+        raise ConfigError(exc.reason, field="llm.profile") from None
+
+
+def resolve_profile(config: EmulatedLLMConfig) -> AcceleratorProfile:
+    """The timing a config describes: its profile (prefill and all) with its timing settings on top."""
+    changes: dict[str, Any] = {name: getattr(config, name) for name in _TIMING}
+    return dataclasses.replace(_base_profile(config.profile), **changes)
 
 
 class EmulatedLLM:
@@ -75,41 +139,37 @@ class EmulatedLLM:
 
     def __init__(self, config: EmulatedLLMConfig, ctx: SessionContext) -> None:
         self.config = config
+        #: The effective timing: the profile with the pipeline's explicit settings applied.
+        self.profile = resolve_profile(config)
         self._clock = ctx.clock
 
     def reply_for(self, request: LLMRequest) -> str:
         if request.scripted_reply:
             return request.scripted_reply
-        last_user = next((m["content"] for m in reversed(request.messages) if m.get("role") == "user"), "")
-        return REPLY_BANK[zlib.crc32(last_user.encode()) % len(REPLY_BANK)]
+        return bank_reply(request.messages)
 
-    def schedule_ns(self, n_tokens: int, turn: int) -> list[int]:
-        """Offsets from the request at which each token is emitted."""
-        cfg = self.config
+    def schedule_ns(self, n_tokens: int, turn: int, prompt_tokens: int = 0) -> list[int]:
+        """Offsets from the request at which each token is emitted.
+
+        One stream on its own accelerator: the profile's single-stream timing,
+        with prefill of ``prompt_tokens`` added to TTFT when the profile models it.
+        """
+        profile = self.profile
         # Seeded per turn so each turn is reproducible on its own (only when needed:
         # seeding costs more than everything else on the zero-latency path).
-        rng = random.Random(f"{cfg.seed}:{turn}") if cfg.jitter or cfg.ttft_jitter_ms else None
-        first = cfg.ttft_ms * 1e6
-        if rng is not None and cfg.ttft_jitter_ms:
-            first = max(0.0, first + rng.gauss(0.0, cfg.ttft_jitter_ms * 1e6))
-        gap = 1e9 / cfg.tokens_per_s
-        offsets, t = [], first
-        for i in range(n_tokens):
-            if i:
-                factor = max(0.0, 1.0 + rng.gauss(0.0, cfg.jitter)) if rng and cfg.jitter else 1.0
-                t += gap * factor
-            offsets.append(round(t))
-        return offsets
+        jittered = profile.jitter or profile.ttft_jitter_ms
+        rng = random.Random(f"{self.config.seed}:{turn}") if jittered else None
+        return token_schedule_ns(profile, n_tokens, prompt_tokens=prompt_tokens, active_streams=1, rng=rng)
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[LLMDelta]:
         pacer = Pacer(self._clock)
         tokens = tokenize(self.reply_for(request))
-        schedule = self.schedule_ns(len(tokens), request.turn)
+        prompt = sum(estimate_tokens(m.get("content", "")) for m in request.messages)
+        schedule = self.schedule_ns(len(tokens), request.turn, prompt)
         if request.turn in self.config.fail_turns:
             await pacer.until(schedule[0] if schedule else 0)
             raise BackendError("emulated LLM", "injected failure (fail_turns)", status=503)
         for token, offset in zip(tokens, schedule, strict=True):
             await pacer.until(offset)
             yield LLMDelta(text=token)
-        prompt = sum(estimate_tokens(m.get("content", "")) for m in request.messages)
         yield LLMDelta(usage={"prompt_tokens": prompt, "completion_tokens": len(tokens)})
