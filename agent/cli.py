@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -90,6 +91,7 @@ def _build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     ap.set_defaults(func=_cmd_serve_agent)
     _add_llm_emulator_commands(commands, servers)
+    _add_regression_commands(commands)
     return parser
 
 
@@ -264,6 +266,203 @@ def _cmd_profiles(args: argparse.Namespace) -> int:
     print()
     print("All figures are approximate (docs/accelerators.md). Prefill adds to the base TTFT.")
     return EXIT_OK
+
+
+# -- latency regression gating (docs/regression.md) -----------------------------------
+
+
+def _add_regression_commands(commands: Any) -> None:
+    bp = commands.add_parser(
+        "baseline", help="save latency baselines", description="Manage latency baselines."
+    )
+    actions = bp.add_subparsers(dest="action", metavar="ACTION", required=True)
+    save = actions.add_parser(
+        "save",
+        help="save run folders' samples as a baseline file",
+        description="Store every sample of every metric of one or more run folders (of the same "
+        "scenario and pipeline), with their identity and environment, as a baseline JSON file.",
+    )
+    save.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run folder(s) to pool")
+    save.add_argument("-o", "--output", type=Path, required=True, help="baseline file to write")
+    save.set_defaults(func=_cmd_baseline_save)
+
+    rg = commands.add_parser(
+        "regress",
+        help="compare a candidate run with a baseline; exit 1 on a latency regression",
+        description="Run (or read) a candidate and compare each metric x statistic with a baseline: "
+        "exactly when both are virtual-time runs, else with a bootstrap CI and a Mann-Whitney U test. "
+        "Exit 0 pass, 1 regression, 2 usage or run error.",
+    )
+    rg.add_argument("--baseline", type=Path, required=True, help="baseline JSON (vlt baseline save)")
+    source = rg.add_mutually_exclusive_group(required=True)
+    source.add_argument("--scenario", type=Path, help="scenario YAML to run as the candidate")
+    source.add_argument(
+        "--run", type=Path, nargs="+", metavar="RUN_DIR", help="existing run folder(s) as the candidate"
+    )
+    target = rg.add_mutually_exclusive_group()
+    target.add_argument("--pipeline", help="pipeline TOML (path or name); default: the baseline's pipeline")
+    target.add_argument("--url", help="ws:// URL of a running agent instead of an in-process one")
+    rg.add_argument(
+        "--clock", choices=("real", "virtual"), default=None, help="default: the baseline's clock mode"
+    )
+    rg.add_argument(
+        "--repeat", type=int, default=None, help="replay the scenario N times (default: the baseline's runs)"
+    )
+    rg.add_argument(
+        "--runs-dir", type=Path, default=Path("runs"), help="where candidate runs go (default: runs/)"
+    )
+    rg.add_argument("--metrics", help="comma-separated metrics (default: all the baseline has samples of)")
+    rg.add_argument("--stats", default="p50,p95", help="comma-separated statistics (default: p50,p95)")
+    rg.add_argument(
+        "--budget-ms",
+        action="append",
+        default=[],
+        metavar="[METRIC=]MS",
+        help="allowed slowdown in ms (repeatable; a bare number applies to every metric)",
+    )
+    rg.add_argument(
+        "--budget-pct",
+        action="append",
+        default=[],
+        metavar="[METRIC=]PCT",
+        help="allowed slowdown in %% of the baseline value (repeatable)",
+    )
+    rg.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    rg.add_argument(
+        "--mode",
+        choices=("auto", "exact", "statistical"),
+        default="auto",
+        help="auto: exact when both sides are virtual-time runs, else statistical",
+    )
+    rg.add_argument(
+        "--allow-mismatch", action="store_true", help="compare even if scenario or pipeline name differ"
+    )
+    rg.add_argument("--junit", type=Path, help="write JUnit XML here")
+    rg.add_argument("--summary", type=Path, help="write a Markdown summary here (e.g. $GITHUB_STEP_SUMMARY)")
+    rg.add_argument("--quiet", action="store_true", help="print only the table")
+    rg.set_defaults(func=_cmd_regress)
+
+
+def _cmd_baseline_save(args: argparse.Namespace) -> int:
+    from agent.baseline import from_runs, save_baseline
+
+    baseline = from_runs(args.run_dirs)
+    path = save_baseline(baseline, args.output)
+    runs = f"{baseline.runs} run{'s' if baseline.runs != 1 else ''}"
+    print(
+        f"baseline: {path} ({baseline.scenario_name} x {baseline.pipeline_name}, {baseline.clock} time, "
+        f"{baseline.turns} turns from {runs})"
+    )
+    return EXIT_OK
+
+
+def _split_list(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _cmd_regress(args: argparse.Namespace) -> int:
+    from agent import baseline as baselines
+    from agent import regress
+    from agent.regress_output import format_table, junit_xml, markdown_summary
+
+    base = baselines.load_baseline(args.baseline)
+    try:
+        budget_ms = regress.parse_budgets(args.budget_ms, what="--budget-ms")
+        budget_pct = regress.parse_budgets(args.budget_pct, what="--budget-pct")
+        stats = tuple(regress.parse_stat(s) for s in _split_list(args.stats) or ())
+        metrics = _split_list(args.metrics)
+        if metrics is not None:
+            metrics = tuple(regress.resolve_metric(m) for m in metrics)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if not stats:
+        raise ConfigError("--stats: name at least one statistic (p50, p95, mean …)")
+    if not 0 < args.alpha < 1:
+        raise ConfigError(f"--alpha must be between 0 and 1, got {args.alpha:g}")
+    if args.run is not None:
+        if args.pipeline or args.url or args.clock or args.repeat:
+            raise ConfigError(
+                "--run reads existing runs: --pipeline, --url, --clock and --repeat do not apply"
+            )
+        candidate = baselines.from_runs(args.run)
+    else:
+        candidate = _run_candidate(args, base)
+    warnings = baselines.check_compatible(
+        base, candidate, path=args.baseline, allow_mismatch=args.allow_mismatch
+    )
+    options = regress.Options(
+        metrics=metrics,
+        stats=stats,
+        budget_ms=budget_ms,
+        budget_pct=budget_pct,
+        alpha=args.alpha,
+        mode=None if args.mode == "auto" else regress.Mode(args.mode),
+    )
+    try:
+        report = regress.compare(base, candidate, options)
+    except ValueError as exc:
+        raise ConfigError(str(exc), path=args.baseline) from None
+    if warnings:
+        report = dataclasses.replace(report, warnings=(*warnings, *report.warnings))
+    subject = (
+        f"{candidate.scenario_name} x {candidate.pipeline_name}, {candidate.clock} time, "
+        f"baseline {args.baseline} ({base.runs} run{'s' if base.runs != 1 else ''}), "
+        f"candidate {candidate.runs} run{'s' if candidate.runs != 1 else ''}"
+    )
+    print(format_table(report, subject))
+    if args.junit is not None:
+        args.junit.parent.mkdir(parents=True, exist_ok=True)
+        args.junit.write_text(junit_xml(report, f"vlt.regress.{candidate.scenario_name}", subject), "utf-8")
+    if args.summary is not None:
+        args.summary.parent.mkdir(parents=True, exist_ok=True)
+        with args.summary.open("a", encoding="utf-8") as fh:  # appends, as $GITHUB_STEP_SUMMARY expects
+            fh.write(markdown_summary(report, subject))
+    return EXIT_FAILED if report.failed else EXIT_OK
+
+
+def _run_candidate(args: argparse.Namespace, base: Any) -> Any:
+    from agent import baseline as baselines
+    from agent import clock as clocks
+    from agent.pipeline import load_pipeline
+    from agent.results import new_run_dir
+    from agent.runner import run_scenario
+    from agent.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario)
+    pipeline = None
+    if args.url is None:
+        pipeline = load_pipeline(resolve_pipeline(args.pipeline or base.pipeline_name))
+    clock = args.clock or base.clock
+    repeat = args.repeat if args.repeat is not None else base.runs
+    if repeat < 1:
+        raise ConfigError(f"--repeat must be >= 1, got {repeat}")
+    # Fail on a mismatched baseline before spending minutes on real-time runs.
+    planned = baselines.Baseline(
+        scenario_name=scenario.name,
+        scenario_hash=baselines.scenario_hash(scenario.as_dict()),
+        pipeline_name=pipeline.name if pipeline else base.pipeline_name,
+        pipeline_hash=None,
+        clock=clock,
+        samples={},
+    )
+    baselines.check_compatible(base, planned, path=args.baseline, allow_mismatch=args.allow_mismatch)
+    target = args.url or f"pipeline {pipeline.name if pipeline else ''}"
+    sets = []
+    for i in range(repeat):
+        run_dir = new_run_dir(args.runs_dir, scenario.name)
+        if not args.quiet:
+            print(
+                f"candidate run {i + 1}/{repeat}: {scenario.name} against {target}, {clock} time -> {run_dir}"
+            )
+
+        async def main(clock_: clocks.Clock, run_dir: Path = run_dir) -> Any:
+            return await run_scenario(scenario, clock_, pipeline=pipeline, url=args.url, run_dir=run_dir)
+
+        result = clocks.run(main, virtual=clock == "virtual")
+        sets.append(baselines.from_run(result.run_dir))
+    return baselines.pool(sets)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
