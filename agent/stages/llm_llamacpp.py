@@ -154,7 +154,7 @@ def _padded_ctx(n_ctx: int) -> int:
 
 
 def _model_future(config: LlamaCppLLMConfig) -> Future[LoadedModel]:
-    """The shared load of ``config``'s model, started on first request."""
+    """The shared load of ``config``'s model, started by the first stage that asks."""
     path = resolve_model_path(config)
     _require_llama_cpp()
     key = (str(path), _padded_ctx(config.n_ctx), _threads(config))

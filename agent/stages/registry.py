@@ -15,6 +15,7 @@ from typing import Any
 from agent.stages.asr import EmulatedASR, EmulatedASRConfig
 from agent.stages.interfaces import SessionContext
 from agent.stages.llm import EmulatedLLM, EmulatedLLMConfig
+from agent.stages.llm_llamacpp import LlamaCppLLM, LlamaCppLLMConfig  # llama_cpp loads with a model
 from agent.stages.llm_openai import OpenAILLM, OpenAILLMConfig  # httpx loads when one is built
 from agent.stages.tts import EmulatedTTS, EmulatedTTSConfig
 from agent.stages.vad import OracleVAD, OracleVADConfig
@@ -79,6 +80,16 @@ _register(
         OpenAILLMConfig,
         OpenAILLM,
         "any OpenAI-compatible streaming server (provider presets: groq, cerebras, vllm, ...)",
+        virtual_time=False,
+    )
+)
+_register(
+    StageKind(
+        "llm",
+        "llamacpp",
+        LlamaCppLLMConfig,
+        LlamaCppLLM,
+        "a GGUF model in-process via llama-cpp-python (default SmolLM2-135M; extra: llamacpp)",
         virtual_time=False,
     )
 )
