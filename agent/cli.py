@@ -20,11 +20,15 @@ from typing import Any
 from agent import __version__
 from agent.errors import ConfigError, VltError
 
-__all__ = ["DEFAULT_PIPELINE", "main", "resolve_pipeline"]
+__all__ = ["DEFAULT_PIPELINE", "VIRTUAL_DEFAULT_PIPELINE", "main", "resolve_pipeline"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-#: The embedded default: runs with no models, keys or servers.
-DEFAULT_PIPELINE = "emulated"
+#: The embedded default: real VAD, ASR and TTS on the CPU (models ship in PyPI
+#: packages, extra ``speech``) and the accelerator-emulated LLM; no keys or servers.
+DEFAULT_PIPELINE = "default"
+#: What ``--clock virtual`` replays when no pipeline is named: real models
+#: compute in real time, so virtual time needs the all-emulated pipeline.
+VIRTUAL_DEFAULT_PIPELINE = "emulated"
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 
@@ -63,7 +67,8 @@ def _build_parser() -> argparse.ArgumentParser:
     target.add_argument(
         "--pipeline",
         default=None,
-        help=f"pipeline TOML (path or name in pipelines/) served in-process; default: {DEFAULT_PIPELINE}",
+        help=f"pipeline TOML (path or name in pipelines/) served in-process; default: {DEFAULT_PIPELINE} "
+        f"({VIRTUAL_DEFAULT_PIPELINE} with --clock virtual)",
     )
     target.add_argument("--url", help="ws:// URL of a running agent instead of an in-process one")
     rp.add_argument(
@@ -92,6 +97,7 @@ def _build_parser() -> argparse.ArgumentParser:
     ap.set_defaults(func=_cmd_serve_agent)
     _add_llm_emulator_commands(commands, servers)
     _add_regression_commands(commands)
+    _add_service_commands(servers)
     return parser
 
 
@@ -105,7 +111,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
     pipeline = None
     if args.url is None:
-        pipeline = load_pipeline(resolve_pipeline(args.pipeline or DEFAULT_PIPELINE))
+        default = VIRTUAL_DEFAULT_PIPELINE if args.clock == "virtual" else DEFAULT_PIPELINE
+        pipeline = load_pipeline(resolve_pipeline(args.pipeline or default))
     target = args.url or f"pipeline {pipeline.name if pipeline else ''} (in-process)"
     if not args.quiet:
         print(f"replaying {scenario.name} ({len(scenario.turns)} turns) against {target}, {args.clock} time")
@@ -463,6 +470,41 @@ def _run_candidate(args: argparse.Namespace, base: Any) -> Any:
         result = clocks.run(main, virtual=clock == "virtual")
         sets.append(baselines.from_run(result.run_dir))
     return baselines.pool(sets)
+
+
+# -- standalone ASR / TTS services (docs/speech.md, "Remote services") ----------------
+
+
+def _add_service_commands(servers: Any) -> None:
+    for service, port in (("asr", 8766), ("tts", 8767)):
+        sv = servers.add_parser(
+            service,
+            help=f"a pipeline's {service.upper()} stage as a websocket service (for remote-{service})",
+            description=f"Serve the [{service}] stage of a pipeline over the service protocol of "
+            f'docs/speech.md; a pipeline reaches it with kind = "remote-{service}".',
+        )
+        sv.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="pipeline TOML (path or name)")
+        sv.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+        sv.add_argument("--port", type=int, default=port, help=f"port (default {port}; 0 picks a free one)")
+        sv.set_defaults(func=_cmd_serve_service, service=service)
+
+
+def _cmd_serve_service(args: argparse.Namespace) -> int:
+    from agent import clock as clocks
+    from agent.pipeline import load_pipeline
+    from agent.server.services import StageService
+
+    pipeline = load_pipeline(resolve_pipeline(args.pipeline))
+
+    async def main(clock: clocks.Clock) -> None:
+        async with StageService(pipeline, args.service, clock, args.host, args.port) as service:
+            kind = pipeline.stages[args.service].kind
+            print(f"{args.service} service ({pipeline.name}: {kind}) listening on {service.url}", flush=True)
+            await service.serve_forever()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        clocks.run(main)
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -141,7 +141,7 @@ class Replayer:
         clock: str | None,
         overrides: Mapping[str, Any] | None,
     ) -> tuple[Scenario, Pipeline | None, bool, Path]:
-        from agent.cli import DEFAULT_PIPELINE, resolve_pipeline
+        from agent.cli import DEFAULT_PIPELINE, VIRTUAL_DEFAULT_PIPELINE, resolve_pipeline
         from agent.errors import ConfigError
         from agent.pipeline import Pipeline, load_pipeline
         from agent.scenario import Scenario, load_scenario
@@ -157,7 +157,9 @@ class Replayer:
             if isinstance(pipeline, Pipeline):
                 pipe = pipeline
             else:
-                pipe = load_pipeline(resolve_pipeline(str(pipeline or DEFAULT_PIPELINE)))
+                # As `vlt replay` does: the real default can't run in virtual time.
+                default = VIRTUAL_DEFAULT_PIPELINE if clock == "virtual" else DEFAULT_PIPELINE
+                pipe = load_pipeline(resolve_pipeline(str(pipeline or default)))
             if overrides:
                 pipe = pipe.with_overrides(dict(overrides))
         elif overrides:

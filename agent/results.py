@@ -26,6 +26,7 @@ from typing import Any
 from agent.clock import utc_now
 from agent.stats import describe
 from agent.timeline import HOP_NAMES
+from agent.wer import corpus_wer
 
 __all__ = [
     "METRICS",
@@ -127,4 +128,7 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "status": statuses,
         "expectations_failed": sum(1 for r in records if not r.get("passed", True)),
         "metrics_ms": {m: describe(metric_values(records, m)) for m in METRICS},
+        # Word error rate of the final transcripts against the scenario's text, over
+        # the turns that have both: pooled (errors / reference words) and per-turn mean.
+        "wer": corpus_wer((r["user_text"], r["transcript"]) for r in records if r.get("wer") is not None),
     }

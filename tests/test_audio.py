@@ -24,6 +24,7 @@ from agent.audio import (
     write_wav,
 )
 from agent.errors import VltError
+from agent.stages.tts_piper import piper_available
 from agent.user_speech import USER_PITCH_HZ, UserUtterance, render_user_audio
 
 RATE = 16_000
@@ -288,11 +289,16 @@ def test_render_user_audio_from_text() -> None:
     utterance = render_user_audio("Hello, I need help with my order.", None, RATE)
     assert isinstance(utterance, UserUtterance)
     assert utterance.pcm.dtype == np.int16 and utterance.pcm.ndim == 1
-    assert utterance.speech_start == 0
-    assert utterance.speech_end == len(utterance.pcm)
-    np.testing.assert_array_equal(
-        utterance.pcm, speechlike("Hello, I need help with my order.", RATE, pitch_hz=USER_PITCH_HZ)
-    )
+    # The bounds are measured in the audio (Piper's padding is trimmed: speech starts at once).
+    assert (utterance.speech_start, utterance.speech_end) == speech_bounds(utterance.pcm, RATE)
+    if piper_available():
+        assert 0 <= utterance.speech_start < 0.01 * RATE
+        assert len(utterance.pcm) - 0.01 * RATE < utterance.speech_end <= len(utterance.pcm)
+        assert 1.2 * RATE < utterance.speech_end - utterance.speech_start < 3.5 * RATE
+    else:
+        np.testing.assert_array_equal(
+            utterance.pcm, speechlike("Hello, I need help with my order.", RATE, pitch_hz=USER_PITCH_HZ)
+        )
     assert render_user_audio("Hello, I need help with my order.", None, RATE) is utterance
     assert not utterance.pcm.flags.writeable  # shared through the cache
     with pytest.raises(ValueError):

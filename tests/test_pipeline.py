@@ -276,7 +276,7 @@ def test_with_overrides_of_an_absent_table_and_several_keys() -> None:
     [
         ({"llm.tokens_per_s": 0}, "llm.tokens_per_s", "must be > 0"),
         ({"llm.bogus": 1}, "llm.bogus", "unknown setting"),
-        ({"vad.kind": "silero"}, "vad.kind", "unknown vad kind 'silero'"),
+        ({"vad.kind": "webrtc"}, "vad.kind", "unknown vad kind 'webrtc'"),
         ({"nodot": 1}, None, "must look like table.key"),
     ],
 )

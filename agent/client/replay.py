@@ -59,6 +59,7 @@ from agent.scenario import Scenario, Turn
 from agent.stages.interfaces import PCM
 from agent.timeline import analyze
 from agent.user_speech import UserUtterance, render_user_audio
+from agent.wer import wer_counts
 
 __all__ = ["ReplayOptions", "ReplayResult", "replay"]
 
@@ -98,9 +99,13 @@ class _ClientTurn:
     reason: str = ""
     stats: dict[str, Any] = field(default_factory=dict)
     transcript: str | None = None
+    #: Partial transcripts received while the user spoke (streaming ASRs send them).
+    partials: list[str] = field(default_factory=list)
     agent_text: list[str] = field(default_factory=list)
     agent_samples: int = 0
     last_frame_ns: int | None = None
+    #: The last time anything of this turn's reply arrived (audio or a message).
+    last_activity_ns: int | None = None
     playout_end_ns: int | None = None
     speech_sent: asyncio.Event = field(default_factory=asyncio.Event)
     audible: asyncio.Event = field(default_factory=asyncio.Event)
@@ -170,7 +175,7 @@ class _Replay:
             return
         ct = self._replying[0]
         ct.marks.setdefault("client.first_frame_received", now)
-        ct.last_frame_ns = now
+        ct.last_frame_ns = ct.last_activity_ns = now
         ct.playout_end_ns = self._playout_end_ns
         ct.agent_samples += len(pcm)
         if not ct.audible.is_set():
@@ -187,11 +192,17 @@ class _Replay:
                 log.warning("agent sent %s for unknown turn %d", message.TYPE, message.turn)
                 return
             ct = self.turns[message.turn]
+            ct.last_activity_ns = now
             if isinstance(message, MarkList):
                 ct.server_marks.update(message.marks)
             elif isinstance(message, Transcript):
                 if message.final:
                     ct.transcript = message.text
+                    # A final transcript precedes its response's text; a second one is a
+                    # restarted turn (a VAD split, docs/speech.md): drop the abandoned text.
+                    ct.agent_text.clear()
+                else:
+                    ct.partials.append(message.text)
             elif isinstance(message, AgentText):
                 ct.agent_text.append(message.text)
             else:
@@ -297,10 +308,21 @@ class _Replay:
         await self.clock.sleep_until(max(self.clock.now_ns(), self._playout_end_ns) + TAIL_MS * 1_000_000)
 
     async def _watch_reply(self, ct: _ClientTurn) -> None:
+        """Record the turn when its reply ends, or fail it when the reply stalls.
+
+        The timeout counts from the user's speech end and restarts whenever some
+        of the reply arrives: a long reply is not a missing one.
+        """
         timeout_ns = round(self.scenario.reply_timeout_ms * 1e6)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_ns / NS_PER_S):
-                await ct.done.wait()
+        since = ct.marks.get("user.speech_end", self.clock.now_ns())
+        while not ct.done.is_set():
+            since = max(since, ct.last_activity_ns or since)
+            remaining_ns = since + timeout_ns - self.clock.now_ns()
+            if remaining_ns <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining_ns / NS_PER_S):
+                    await ct.done.wait()
         if not ct.done.is_set():
             self._finish(ct, "no_response", f"no response within {self.scenario.reply_timeout_ms:g} ms")
         self._record(ct)
@@ -376,12 +398,22 @@ def build_record(
         "latency_ms": latency,
         "missing_marks": list(timeline.missing),
         "marks_ns": {k: v - origin_ns for k, v in sorted(marks.items(), key=lambda kv: kv[1])},
-        "llm": {k: v for k, v in ct.stats.items() if k not in ("reply", "transcript")},
+        "llm": {k: v for k, v in ct.stats.items() if k not in ("reply", "transcript", "asr")},
+        "asr": {**ct.stats.get("asr", {}), "partials_received": len(ct.partials)},
+        "wer": _wer(ct.turn.text, ct.transcript),
         "agent_audio_ms": ct.agent_samples * 1000 / sample_rate,
         "barge_in": barge_in,
         "expectations": checks,
         "passed": ct.status in ("ok", "interrupted") and all(c["ok"] for c in checks),
     }
+
+
+def _wer(reference: str, transcript: str | None) -> float | None:
+    """The transcript's word error rate; None without a reference text or a transcript."""
+    if not reference or transcript is None:
+        return None
+    counts = wer_counts(reference, transcript)
+    return counts.rate if counts.reference_words else None
 
 
 def _end_on_frame(utt: UserUtterance, frame: int) -> UserUtterance:

@@ -99,6 +99,8 @@ class TurnResult:
     token_chunks: int = 0
     #: Arrival time of each non-empty LLM text chunk (for ITL and TPOT).
     chunk_ns: list[int] = field(default_factory=list)
+    #: What a streaming ASR reports about its finalize (``last_stats``), if it does.
+    asr_stats: dict[str, Any] | None = None
 
     @property
     def reply(self) -> str:
@@ -125,6 +127,8 @@ class TurnResult:
         out["itl_ms"] = {k: itl[k] for k in ("n", "p50", "p90", "p95", "p99", "max")}
         span = self.chunk_ns[-1] - self.chunk_ns[0] if self.chunk_ns else 0
         out["tpot_ms"] = span / 1e6 / (tokens - 1) if len(self.chunk_ns) > 1 and tokens > 1 else None
+        if self.asr_stats is not None:
+            out["asr"] = dict(self.asr_stats)
         return out
 
 
@@ -147,10 +151,19 @@ async def respond(
     audio: AudioOut,
     resample: Callable[[PCM], PCM] | None,
     send: SendMessage,
+    transcript_prefix: str = "",
 ) -> None:
-    """Run one turn's response; raises :class:`BackendError` if a stage fails."""
+    """Run one turn's response; raises :class:`BackendError` if a stage fails.
+
+    ``transcript_prefix``: what the user said before a pause the VAD took for the
+    end of this turn (a continuation, see the session); it leads the transcript.
+    """
     result.transcript = await asr.finalize(end_sample, hint)
     marks.stamp("asr.final")
+    # Optional, read right after finalize: a streaming ASR's partials and speculation.
+    result.asr_stats = getattr(asr, "last_stats", None)
+    if transcript_prefix:
+        result.transcript = f"{transcript_prefix} {result.transcript}".strip()
     await send(Transcript(turn=turn, text=result.transcript, final=True))
 
     request = LLMRequest(

@@ -39,6 +39,7 @@ from agent.protocol import (
     Pong,
     ResponseDone,
     Script,
+    Transcript,
     check_pcm_frame,
     decode,
     encode,
@@ -52,6 +53,8 @@ __all__ = ["HANDSHAKE_TIMEOUT_S", "AgentSession"]
 log = logging.getLogger("vlt.server")
 
 HANDSHAKE_TIMEOUT_S = 10.0
+#: Interrupt reason when the user resumes the utterance a turn answers (docs/speech.md).
+CONTINUATION = "continuation"
 _FRAME_MS_CHOICES = (10, 20, 30, 40, 60)
 _CLOSE_FOR_CODE = {
     "unsupported_version": CLOSE_UNSUPPORTED_VERSION,
@@ -72,6 +75,14 @@ class AgentSession:
         self._response: asyncio.Task[None] | None = None
         self._interrupt_reason = ""
         self._sample = 0  # upstream samples received so far
+        # Turn numbering with a real VAD (docs/speech.md, "Turn numbering"): the
+        # first end of turn inside a script's speech takes the script's turn id;
+        # a later one inside the same script continues (restarts) that turn.
+        self._used_turns: set[int] = set()
+        self._response_turn: int | None = None  # the turn of the latest response
+        self._transcripts: dict[int, str] = {}  # each turn's transcript, for a continuation
+        self._splits: dict[int, int] = {}  # continuations per turn
+        self._speech_starts: dict[int, int] = {}  # each turn's first vad.speech_start
 
     async def run(self) -> None:
         try:
@@ -135,6 +146,9 @@ class AgentSession:
         )
         max_bytes = rate * 2  # up to one second of audio per frame
         vad, asr = stages["vad"], stages["asr"]
+        # Optional: a streaming ASR's partial transcripts. Polling never waits for
+        # inference (decodes run off the loop), so the receive loop is not held up.
+        poll_partial = getattr(asr, "poll_partial", None)
         async for data in self.ws:
             if isinstance(data, bytes):
                 check_pcm_frame(data, max_bytes)
@@ -144,6 +158,8 @@ class AgentSession:
                 self._sample += len(pcm)
                 for event in events:
                     await self._on_vad(event)
+                if poll_partial is not None and (partial := poll_partial()) is not None:
+                    await self.send(Transcript(turn=self._speaking_turn(), text=partial, final=False))
             else:
                 received = self.clock.now_ns()
                 await self._on_control(decode(data), received)
@@ -201,15 +217,51 @@ class AgentSession:
         if event.kind == "speech_start":
             self._pending_marks.setdefault("vad.speech_start", self.clock.now_ns())
             if self._agent_busy():
-                await self._stop_response("barge-in")
+                await self._stop_response(self._interruption(event.sample))
             return
-        turn, self._turn = self._turn, self._turn + 1
+        hint = self._ctx.scripts.covering(event.sample)
+        turn, prefix = self._number_turn(hint)
+        if prefix is not None and turn in self._speech_starts:
+            self._pending_marks["vad.speech_start"] = self._speech_starts[turn]
         marks = TurnMarks(self.clock, turn, self._pending_marks)
         self._pending_marks = {}
         marks.stamp("vad.end_of_turn")
-        await self._stop_response("new turn")
-        hint = self._ctx.scripts.covering(event.sample)
-        self._response = asyncio.create_task(self._run_turn(turn, event.sample, hint, marks))
+        if "vad.speech_start" in marks.marks:
+            self._speech_starts.setdefault(turn, marks.marks["vad.speech_start"])
+        await self._stop_response("new turn" if prefix is None else CONTINUATION)
+        self._response_turn = turn
+        self._response = asyncio.create_task(self._run_turn(turn, event.sample, hint, marks, prefix or ""))
+
+    def _next_free_turn(self) -> int:
+        """The turn id an end of turn outside any script gets (e.g. a live microphone)."""
+        announced = {script.turn for script in self._ctx.scripts}
+        while self._turn in self._used_turns or self._turn in announced:
+            self._turn += 1
+        return self._turn
+
+    def _number_turn(self, script: Script | None) -> tuple[int, str | None]:
+        """This end of turn's id and, for a continuation, the transcript so far (else None)."""
+        if script is not None and script.turn in self._used_turns:
+            # A second end of turn inside one scripted utterance: the VAD split it at
+            # a pause. The turn restarts, with the words heard before the pause.
+            self._splits[script.turn] = self._splits.get(script.turn, 0) + 1
+            return script.turn, self._transcripts.get(script.turn, "")
+        turn = script.turn if script is not None else self._next_free_turn()
+        self._used_turns.add(turn)
+        return turn, None
+
+    def _speaking_turn(self) -> int:
+        """The turn the user is speaking now (what partial transcripts belong to)."""
+        script = self._ctx.scripts.covering(self._sample)
+        return script.turn if script is not None else self._next_free_turn()
+
+    def _interruption(self, sample: int) -> str:
+        """Why speech at ``sample`` stops the agent: the user resuming the utterance
+        being answered (a pause the VAD took for the end) or a barge-in."""
+        script = self._ctx.scripts.covering(sample)
+        if script is not None and script.turn == self._response_turn:
+            return CONTINUATION
+        return "barge-in"
 
     async def _stop_response(self, reason: str) -> None:
         task = self._response
@@ -227,7 +279,9 @@ class AgentSession:
             audio.discard()
             audio.playout_end_ns = 0
 
-    async def _run_turn(self, turn: int, end_sample: int, hint: Script | None, marks: TurnMarks) -> None:
+    async def _run_turn(
+        self, turn: int, end_sample: int, hint: Script | None, marks: TurnMarks, prefix: str = ""
+    ) -> None:
         result = TurnResult()
         status, reason = "ok", ""
         try:
@@ -245,8 +299,14 @@ class AgentSession:
                 audio=self._audio,
                 resample=self._resample,
                 send=self.send,
+                transcript_prefix=prefix,
             )
         except asyncio.CancelledError:
+            self._transcripts[turn] = result.transcript or self._transcripts.get(turn, "")
+            if self._interrupt_reason == CONTINUATION:
+                # The user was not done: the turn restarts at the next end of turn, so
+                # the client and the chat history see one answer to the whole utterance.
+                raise
             status, reason = "interrupted", self._interrupt_reason
             marks.stamp("server.interrupted")
             self._conversation.record(result.transcript, result.reply)
@@ -260,10 +320,13 @@ class AgentSession:
             # never comes: report the turn as failed and keep the session going.
             log.exception("session %s turn %d: internal error", self.session_id, turn)
             status, reason = "failed", f"internal error: {exc!r}"
+        self._transcripts[turn] = result.transcript or self._transcripts.get(turn, "")
         marks.stamp("server.response_done")
         stats = result.stats()
         stats["transcript"] = result.transcript
         stats["reply"] = result.reply
+        if turn in self._splits:
+            stats["vad_splits"] = self._splits[turn]
         with contextlib.suppress(ConnectionClosed):
             await self.send(MarkList(turn=turn, marks=marks.marks))
             await self.send(ResponseDone(turn=turn, status=status, reason=reason, stats=stats))

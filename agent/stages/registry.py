@@ -13,12 +13,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.stages.asr import EmulatedASR, EmulatedASRConfig
+from agent.stages.asr_whisper import WhisperASR, WhisperASRConfig  # faster_whisper loads when built
 from agent.stages.interfaces import SessionContext
 from agent.stages.llm import EmulatedLLM, EmulatedLLMConfig
 from agent.stages.llm_llamacpp import LlamaCppLLM, LlamaCppLLMConfig  # llama_cpp loads with a model
 from agent.stages.llm_openai import OpenAILLM, OpenAILLMConfig  # httpx loads when one is built
+from agent.stages.remote import RemoteASR, RemoteASRConfig, RemoteTTS, RemoteTTSConfig
 from agent.stages.tts import EmulatedTTS, EmulatedTTSConfig
+from agent.stages.tts_piper import PiperTTS, PiperTTSConfig  # piper loads when one is built
 from agent.stages.vad import OracleVAD, OracleVADConfig
+from agent.stages.vad_silero import EnergyVAD, EnergyVADConfig, SileroVAD, SileroVADConfig
 
 __all__ = ["REGISTRY", "ROLES", "StageKind", "kinds_for"]
 
@@ -101,6 +105,71 @@ _register(
         EmulatedTTS,
         "speech-like audio after first_audio_ms at rtf",
         virtual_time=True,
+    )
+)
+_register(
+    StageKind(
+        "tts",
+        "piper",
+        PiperTTSConfig,
+        PiperTTS,
+        "Piper neural TTS on the CPU (default voice en_US-joe-medium; extra: speech)",
+        virtual_time=False,
+    )
+)
+# Remote stages time a real network round trip to a service computing in real
+# time, so they never run under --clock virtual.
+_register(
+    StageKind(
+        "asr",
+        "remote-asr",
+        RemoteASRConfig,
+        RemoteASR,
+        "the ASR of a `vlt serve asr` service at url, with delay_ms/jitter_ms network impairment",
+        virtual_time=False,
+    )
+)
+_register(
+    StageKind(
+        "tts",
+        "remote-tts",
+        RemoteTTSConfig,
+        RemoteTTS,
+        "the TTS of a `vlt serve tts` service at url, with delay_ms/jitter_ms network impairment",
+        virtual_time=False,
+    )
+)
+
+# Real speech stages (docs/speech.md): onnxruntime and faster-whisper are
+# imported when one is built; the models load once per process.
+_register(
+    StageKind(
+        "vad",
+        "silero",
+        SileroVADConfig,
+        SileroVAD,
+        "Silero VAD v6 (ONNX, bundled with faster-whisper) with endpoint_ms of silence (extra: speech)",
+        virtual_time=False,
+    )
+)
+_register(
+    StageKind(
+        "vad",
+        "energy",
+        EnergyVADConfig,
+        EnergyVAD,
+        "RMS level >= threshold_dbfs, end of turn after endpoint_ms of silence (for comparison)",
+        virtual_time=False,
+    )
+)
+_register(
+    StageKind(
+        "asr",
+        "faster-whisper",
+        WhisperASRConfig,
+        WhisperASR,
+        "streaming Whisper tiny.en (CTranslate2 int8) with partials and speculation (extra: speech)",
+        virtual_time=False,
     )
 )
 
