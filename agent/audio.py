@@ -17,6 +17,7 @@ import secrets
 import wave
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +29,7 @@ from agent.stages.interfaces import PCM
 __all__ = [
     "PCM",
     "AudioFileError",
+    "PhraseResampler",
     "bytes_to_pcm",
     "find_onset",
     "frame_rms_dbfs",
@@ -429,3 +431,37 @@ def speechlike(
         out[start : start + length] = voiced[row, :length]
     out *= _amplitude(_PEAK_DBFS) / np.abs(out).max()
     return _to_int16(out)
+
+
+class PhraseResampler:
+    """Streaming resampling of one phrase at a time (TTS rate → session rate).
+
+    A fresh soxr stream per phrase, flushed at the phrase's end: one stream for
+    the whole session would hold back each phrase's last ~20 ms until the next
+    phrase — audio that belongs to this turn, heard as leading silence later.
+    """
+
+    def __init__(self, src_rate: int, dst_rate: int) -> None:
+        self.src_rate = src_rate
+        self.dst_rate = dst_rate
+        self._stream: Any = None
+
+    def chunk(self, pcm: PCM) -> PCM:
+        if self._stream is None:
+            self._stream = soxr.ResampleStream(self.src_rate, self.dst_rate, 1, dtype="int16")
+        out: PCM = np.asarray(self._stream.resample_chunk(pcm), dtype=np.int16)
+        return out
+
+    def reset(self) -> None:
+        """Drop a phrase cut short (barge-in)."""
+        self._stream = None
+
+    def end(self) -> PCM:
+        """The phrase's remaining samples; the next chunk starts a new phrase."""
+        if self._stream is None:
+            return np.zeros(0, dtype=np.int16)
+        out: PCM = np.asarray(
+            self._stream.resample_chunk(np.zeros(0, dtype=np.int16), last=True), dtype=np.int16
+        )
+        self._stream = None
+        return out

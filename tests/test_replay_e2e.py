@@ -287,3 +287,22 @@ def test_an_agent_that_never_answers_times_out(tmp_path: Path, write_scenario: A
     (record,) = result.records
     assert record["status"] == "no_response"
     assert "1000 ms" in record["reason"]
+
+
+def test_next_phrase_is_synthesised_while_the_previous_one_plays(tmp_path: Path, write_scenario: Any) -> None:
+    """TTS runs ahead of playout: a slow TTS (1 s to first audio) delays the reply's
+    start, but adds no silence at phrase boundaries inside it."""
+    pipeline = load_pipeline(EMULATED).with_overrides({"tts.first_audio_ms": 1000, "tts.rtf": 0.05})
+    path = write_scenario(
+        'turns:\n  - user: "Tell me about it."\n'
+        '    reply: "Sure, here is the first part. And here is the second part. And a third one."\n'
+    )
+    result = _replay(path, tmp_path / "run", virtual=True, pipeline=pipeline)
+    (record,) = result.records
+    assert record["llm"]["phrases"] == 3
+    with wave.open(str(tmp_path / "run" / "recording.wav")) as wav:
+        rate = wav.getframerate()
+        agent = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").reshape(-1, 2)[:, 1]
+    loud = np.flatnonzero(np.abs(agent) > 300)
+    longest_gap_ms = np.diff(loud).max() * 1000 / rate
+    assert longest_gap_ms < 500  # a phrase boundary without look-ahead: >= 1000 ms

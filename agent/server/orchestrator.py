@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from agent.audio import PhraseResampler
 from agent.clock import Clock
 from agent.errors import BackendError
 from agent.protocol import AgentText, Message, Script, Transcript
@@ -149,7 +150,7 @@ async def respond(
     chunker_config: ChunkerConfig,
     conversation: Conversation,
     audio: AudioOut,
-    resample: Callable[[PCM], PCM] | None,
+    resample: PhraseResampler | None,
     send: SendMessage,
     transcript_prefix: str = "",
 ) -> None:
@@ -214,27 +215,74 @@ async def _speak(
     result: TurnResult,
     tts: TTS,
     audio: AudioOut,
-    resample: Callable[[PCM], PCM] | None,
+    resample: PhraseResampler | None,
     send: SendMessage,
 ) -> None:
+    """Synthesise phrases in order and play them out.
 
+    Synthesis runs ahead of playout: phrase N+1 is synthesised while phrase N
+    is still being paced out to the client, as a real agent must, or every
+    phrase boundary would add the TTS's time to first audio as a silence.
+    """
+    clips: asyncio.Queue[tuple[str, PCM | None] | None] = asyncio.Queue()
+    synthesis = asyncio.create_task(_synthesize(phrases, clips, marks, tts, resample))
+    try:
+        await _play(turn, clips, marks, result, audio, send)
+        await synthesis  # re-raises a TTS failure
+    finally:
+        if not synthesis.done():
+            synthesis.cancel()
+            with contextlib.suppress(asyncio.CancelledError, BackendError):
+                await synthesis
+
+
+async def _synthesize(
+    phrases: asyncio.Queue[str | None],
+    clips: asyncio.Queue[tuple[str, PCM | None] | None],
+    marks: TurnMarks,
+    tts: TTS,
+    resample: PhraseResampler | None,
+) -> None:
+    """TTS each phrase as soon as it is released; ``(phrase, None)`` ends a phrase."""
+    try:
+        while (phrase := await phrases.get()) is not None:
+            marks.stamp("tts.request")
+            async for pcm in stamped(tts.synthesize(phrase), marks, "tts.first_audio"):
+                clips.put_nowait((phrase, resample.chunk(pcm) if resample is not None else pcm))
+            if resample is not None:
+                clips.put_nowait((phrase, resample.end()))
+            clips.put_nowait((phrase, None))
+    finally:
+        clips.put_nowait(None)  # also on failure, so playout never waits forever
+
+
+async def _play(
+    turn: int,
+    clips: asyncio.Queue[tuple[str, PCM | None] | None],
+    marks: TurnMarks,
+    result: TurnResult,
+    audio: AudioOut,
+    send: SendMessage,
+) -> None:
     def audio_sent(t_ns: int) -> None:
         # Stamped per frame, not after write() returns: a barge-in that cancels
         # the first write must not lose the mark of audio that did go out.
         marks.marks.setdefault("server.first_audio_sent", t_ns)
 
-    while (phrase := await phrases.get()) is not None:
-        marks.stamp("tts.request")
-        announced = False
-        async for pcm in stamped(tts.synthesize(phrase), marks, "tts.first_audio"):
-            sent = await audio.write(resample(pcm) if resample is not None else pcm, audio_sent)
-            if sent is not None and not announced:
-                # Text goes after the phrase's first audio: audio is the critical path.
+    announced = False
+    while (clip := await clips.get()) is not None:
+        phrase, pcm = clip
+        if pcm is None:  # the phrase is complete
+            if not announced:
                 await send(AgentText(turn=turn, text=phrase))
-                announced = True
-        if not announced:
+            announced = False
+            result.spoken_phrases += 1
+            continue
+        sent = await audio.write(pcm, audio_sent)
+        if sent is not None and not announced:
+            # Text goes after the phrase's first audio: audio is the critical path.
             await send(AgentText(turn=turn, text=phrase))
-        result.spoken_phrases += 1
+            announced = True
     # Only the response's last frame may be short: a phrase's tail waits for the
     # next phrase's audio, so the stream stays in whole frames.
     await audio.flush(audio_sent)

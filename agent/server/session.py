@@ -10,15 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from agent import __version__
-from agent.audio import bytes_to_pcm
+from agent.audio import PhraseResampler, bytes_to_pcm
 from agent.clock import Clock
 from agent.errors import BackendError, ProtocolError, VltError
 from agent.pipeline import Pipeline
@@ -46,7 +44,7 @@ from agent.protocol import (
 )
 from agent.server.audio_out import AudioOut
 from agent.server.orchestrator import Conversation, TurnMarks, TurnResult, respond
-from agent.stages.interfaces import PCM, SessionContext, VadEvent
+from agent.stages.interfaces import SessionContext, VadEvent
 
 __all__ = ["HANDSHAKE_TIMEOUT_S", "AgentSession"]
 
@@ -130,7 +128,8 @@ class AgentSession:
         self._stages: dict[str, Any] = stages
         self._ctx = ctx
         self._audio = AudioOut(self.ws.send, self.clock, rate, frame_samples, self.pipeline.output.lead_ms)
-        self._resample = _resampler(stages["tts"].sample_rate, rate)
+        tts_rate = stages["tts"].sample_rate
+        self._resample = PhraseResampler(tts_rate, rate) if tts_rate != rate else None
         conv = self.pipeline.conversation
         self._conversation = Conversation(conv.system_prompt, conv.max_history_turns)
         await self.send(
@@ -265,19 +264,22 @@ class AgentSession:
 
     async def _stop_response(self, reason: str) -> None:
         task = self._response
+        if task is not None and not task.done():
+            self._interrupt_reason = reason
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         self._audio_discard()
-        if task is None or task.done():
-            return
-        self._interrupt_reason = reason
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
     def _audio_discard(self) -> None:
+        """Forget audio of a response that was cut short (after its task has stopped)."""
         audio = getattr(self, "_audio", None)
         if audio is not None:
             audio.discard()
             audio.playout_end_ns = 0
+        resample = getattr(self, "_resample", None)
+        if resample is not None:
+            resample.reset()
 
     async def _run_turn(
         self, turn: int, end_sample: int, hint: Script | None, marks: TurnMarks, prefix: str = ""
@@ -330,18 +332,3 @@ class AgentSession:
         with contextlib.suppress(ConnectionClosed):
             await self.send(MarkList(turn=turn, marks=marks.marks))
             await self.send(ResponseDone(turn=turn, status=status, reason=reason, stats=stats))
-
-
-def _resampler(src: int, dst: int) -> Callable[[PCM], PCM] | None:
-    """A streaming resampler from the TTS's rate to the session's, or None."""
-    if src == dst:
-        return None
-    import soxr  # only needed when TTS and session rates differ
-
-    stream = soxr.ResampleStream(src, dst, 1, dtype="int16")
-
-    def resample(pcm: PCM) -> PCM:
-        out: PCM = np.asarray(stream.resample_chunk(pcm), dtype=np.int16)
-        return out
-
-    return resample
