@@ -100,7 +100,7 @@ class Script:
     Sent before the utterance's first audio frame. Sample positions count from
     the first sample of the session's upstream audio. Oracle and emulated
     stages use it (true speech end, the words spoken, the scripted reply);
-    real stages ignore it.
+    real stages ignore it. The session numbers the turn it covers ``turn``.
     """
 
     TYPE: ClassVar[str] = "script"
