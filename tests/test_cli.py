@@ -146,7 +146,8 @@ def test_ctrl_c_keeps_finished_turns(tmp_path: Path) -> None:
     """SIGINT mid-run (real time): exit 130, every finished turn on disk, summary written."""
     out = tmp_path / "run"
     proc = subprocess.Popen(
-        [*VLT, "replay", "scenarios/quick-3-turn.yaml", "--out", str(out)],
+        # The emulated pipeline: this is about Ctrl-C, and its turns take predictable time.
+        [*VLT, "replay", "scenarios/quick-3-turn.yaml", "--pipeline", "emulated", "--out", str(out)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
