@@ -16,21 +16,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import itertools
 import logging
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
 import numpy as np
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from agent import __version__
 from agent.audio import bytes_to_pcm, pcm_to_bytes
 from agent.clock import Clock
-from agent.errors import BackendError, ConnectError, ProtocolError, VltError
+from agent.errors import BackendError, ProtocolError, VltError
 from agent.pipeline import Pipeline
 from agent.protocol import (
     CLOSE_INTERNAL_ERROR,
@@ -41,6 +39,7 @@ from agent.protocol import (
     Script,
     check_pcm_frame,
 )
+from agent.server.listener import MAX_MESSAGE_BYTES, WebsocketListener
 from agent.service_protocol import SERVICE_PROTOCOL_VERSION, SERVICES, decode, encode, script_from_dict
 from agent.stages.interfaces import PCM, SessionContext
 
@@ -51,7 +50,6 @@ log = logging.getLogger("vlt.services")
 HANDSHAKE_TIMEOUT_S = 10.0
 #: Longest audio message the TTS service sends.
 MAX_CHUNK_MS = 200
-_MAX_MESSAGE_BYTES = 1 << 20
 #: The stage's frame size hint (services receive whatever frames the client sends).
 _FRAME_MS = 20
 _CLOSE_FOR_CODE = {
@@ -61,7 +59,7 @@ _CLOSE_FOR_CODE = {
 }
 
 
-class StageService:
+class StageService(WebsocketListener):
     """``async with StageService(pipeline, "tts", clock) as service: ... service.url``."""
 
     def __init__(
@@ -69,52 +67,13 @@ class StageService:
     ) -> None:
         if service not in SERVICES:
             raise ValueError(f"service must be one of {SERVICES}, not {service!r}")
+        spec = pipeline.stages[service]
+        super().__init__(self._handle, host, port, description=f"{service} service ({spec.kind})")
         self.pipeline = pipeline
         self.service = service
-        self.spec = pipeline.stages[service]
+        self.spec = spec
         self.clock = clock
-        self.host = host
-        self.port = port
         self._ids = itertools.count(1)
-        self._server: Server | None = None
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ws://{host}:{self.port}"
-
-    async def start(self) -> None:
-        try:
-            self._server = await serve(
-                self._handle, self.host, self.port, compression=None, max_size=_MAX_MESSAGE_BYTES
-            )
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise ConnectError(f"cannot listen on {self.host}:{self.port}: port is busy") from None
-            raise ConnectError(f"cannot listen on {self.host}:{self.port}: {exc.strerror}") from None
-        sockets = list(self._server.sockets)
-        if sockets and self.port == 0:
-            self.port = sockets[0].getsockname()[1]
-        log.info("%s service (%s) on %s", self.service, self.spec.kind, self.url)
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    async def serve_forever(self) -> None:
-        assert self._server is not None
-        await self._server.serve_forever()
-
-    async def __aenter__(self) -> StageService:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     # -- one connection ------------------------------------------------------
 
@@ -213,7 +172,7 @@ async def _serve_asr(ws: ServerConnection, asr: Any) -> None:
     try:
         async for data in ws:
             if isinstance(data, bytes):
-                check_pcm_frame(data, _MAX_MESSAGE_BYTES)
+                check_pcm_frame(data, MAX_MESSAGE_BYTES)
                 pcm = bytes_to_pcm(data)
                 asr.feed(pcm, sample)
                 sample += len(pcm)
