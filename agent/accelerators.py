@@ -4,7 +4,10 @@ A profile says how one LLM served on one kind of hardware behaves as seen by a
 client: time to first token (TTFT), prefill and decode speed, jitter, and how
 those degrade when several streams share the accelerator. The numbers are
 public figures from ``REFERENCES.md`` — all approximate; where a figure is an
-estimate or a modelling assumption, the profile's ``notes`` say so.
+estimate or a modelling assumption, the profile's ``notes`` say so. They are
+data, not code: ``agent/data/accelerators.toml``, shipped in the package and
+read by the same loader (and checks, and file:line:field errors) as a user's
+profiles file.
 
 The timing model is pure (no clock, no I/O): it turns a profile, a prompt size
 and a load into nanosecond offsets. The in-process ``emulated`` LLM stage and
@@ -24,18 +27,22 @@ ways. The equations are in ``docs/accelerators.md``::
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import math
 import random
 import re
+import threading
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 from agent.errors import ConfigError
 
 __all__ = [
+    "BUILTIN_PROFILES_RESOURCE",
     "DEFAULT_PROFILE",
     "PROFILES",
     "PROFILE_CHOICES",
@@ -44,10 +51,12 @@ __all__ = [
     "TokenTimer",
     "add_profiles",
     "aggregate_tokens_per_s",
+    "builtin_profiles_file",
     "decode_batch",
     "format_profiles_table",
     "gap_ns",
     "get_profile",
+    "load_builtin_profiles",
     "load_profiles",
     "parse_profiles",
     "stream_tokens_per_s",
@@ -236,270 +245,81 @@ def token_schedule_ns(
 
 # --------------------------------------------------------------------------- the built-in profiles
 
-# Concurrency settings are modelling assumptions unless a note says otherwise:
-# shared by the hardware class, so contention looks plausible in load tests.
-_SRAM_CLASS: dict[str, Any] = {"max_batch": 64, "batch_slowdown": 0.01, "queue_ms_per_stream": 1.0}
-_HOSTED_NOTE = (
-    "Approximate. TTFT marked (est.) in REFERENCES.md: ~0.2 s is an estimate, not a published "
-    "figure, and includes the internet round trip. Prefill speed and the concurrency settings "
-    "(max_batch, batch_slowdown, aggregate cap, queue per stream) are modelling assumptions."
-)
-_AA_SAMBANOVA = "Artificial Analysis via SambaNova blog"
-
-_BUILT_IN: tuple[AcceleratorProfile, ...] = (
-    AcceleratorProfile(
-        name="groq-llama-3.1-8b",
-        label="Groq LPU",
-        model="Llama 3.1 8B",
-        ttft_ms=200,
-        tokens_per_s=750,
-        prefill_tokens_per_s=20_000,
-        jitter=0.1,
-        ttft_jitter_ms=20,
-        aggregate_tokens_per_s=750 * 24,
-        **_SRAM_CLASS,
-        source=_AA_SAMBANOVA,
-        date="2024-09",
-        notes=_HOSTED_NOTE,
-    ),
-    AcceleratorProfile(
-        name="groq-llama-3.3-70b",
-        label="Groq LPU",
-        model="Llama 3.3 70B",
-        ttft_ms=200,
-        tokens_per_s=260,
-        prefill_tokens_per_s=8_000,
-        jitter=0.1,
-        ttft_jitter_ms=20,
-        aggregate_tokens_per_s=260 * 24,
-        **_SRAM_CLASS,
-        source=_AA_SAMBANOVA,
-        date="2024-09",
-        notes="tokens/s: middle of the published 250-275. " + _HOSTED_NOTE,
-    ),
-    AcceleratorProfile(
-        name="groq-llama-3.1-70b-specdec",
-        label="Groq LPU, speculative decoding",
-        model="Llama 3.1 70B specdec",
-        ttft_ms=200,
-        tokens_per_s=1_665,
-        prefill_tokens_per_s=8_000,
-        jitter=0.5,
-        ttft_jitter_ms=20,
-        aggregate_tokens_per_s=1_665 * 24,
-        **_SRAM_CLASS,
-        source="Artificial Analysis via Groq launch coverage",
-        date="2024-10",
-        notes="Speculative decoding accepts several draft tokens at once, so gaps are "
-        "burstier (jitter 0.5, assumed). " + _HOSTED_NOTE,
-    ),
-    AcceleratorProfile(
-        name="cerebras-llama-3.1-8b",
-        label="Cerebras WSE-3",
-        model="Llama 3.1 8B",
-        ttft_ms=200,
-        tokens_per_s=1_800,
-        prefill_tokens_per_s=40_000,
-        jitter=0.1,
-        ttft_jitter_ms=20,
-        aggregate_tokens_per_s=1_800 * 24,
-        **_SRAM_CLASS,
-        source="Cerebras launch blog; Artificial Analysis",
-        date="2024-08/09",
-        notes=_HOSTED_NOTE,
-    ),
-    AcceleratorProfile(
-        name="cerebras-llama-3.1-70b",
-        label="Cerebras WSE-3",
-        model="Llama 3.1 70B",
-        ttft_ms=200,
-        tokens_per_s=450,
-        prefill_tokens_per_s=15_000,
-        jitter=0.1,
-        ttft_jitter_ms=20,
-        aggregate_tokens_per_s=450 * 24,
-        **_SRAM_CLASS,
-        source="Cerebras launch blog; Artificial Analysis",
-        date="2024-08/09",
-        notes=_HOSTED_NOTE,
-    ),
-    AcceleratorProfile(
-        name="cerebras-llama-3.1-405b",
-        label="Cerebras WSE-3",
-        model="Llama 3.1 405B",
-        ttft_ms=240,
-        tokens_per_s=969,
-        prefill_tokens_per_s=6_000,
-        jitter=0.1,
-        ttft_jitter_ms=20,
-        aggregate_tokens_per_s=969 * 24,
-        **_SRAM_CLASS,
-        source="Cerebras claim",
-        date="2024-11",
-        notes="Approximate: TTFT 0.24 s and 969 tok/s are the vendor's own claim. Prefill speed "
-        "and the concurrency settings are modelling assumptions.",
-    ),
-    AcceleratorProfile(
-        name="sambanova-llama-3.1-8b",
-        label="SambaNova SN40L",
-        model="Llama 3.1 8B",
-        ttft_ms=300,
-        tokens_per_s=1_042,
-        prefill_tokens_per_s=15_000,
-        jitter=0.1,
-        ttft_jitter_ms=30,
-        aggregate_tokens_per_s=1_042 * 24,
-        **_SRAM_CLASS,
-        source=_AA_SAMBANOVA,
-        date="2024-09",
-        notes="TTFT: no published figure; the community ~0.3 s for the 70B is reused (est.). "
-        "Prefill speed and the concurrency settings are modelling assumptions.",
-    ),
-    AcceleratorProfile(
-        name="sambanova-llama-3.1-70b",
-        label="SambaNova SN40L",
-        model="Llama 3.1 70B",
-        ttft_ms=300,
-        tokens_per_s=457,
-        prefill_tokens_per_s=6_000,
-        jitter=0.1,
-        ttft_jitter_ms=30,
-        aggregate_tokens_per_s=457 * 24,
-        **_SRAM_CLASS,
-        source=_AA_SAMBANOVA + "; TTFT: community reports",
-        date="2024-09",
-        notes="TTFT ~0.3 s is a community figure, not a published benchmark (est.). "
-        "Prefill speed and the concurrency settings are modelling assumptions.",
-    ),
-    AcceleratorProfile(
-        name="sambanova-llama-3.1-405b",
-        label="SambaNova SN40L",
-        model="Llama 3.1 405B",
-        ttft_ms=300,
-        tokens_per_s=129,
-        prefill_tokens_per_s=2_000,
-        jitter=0.1,
-        ttft_jitter_ms=30,
-        aggregate_tokens_per_s=129 * 24,
-        **_SRAM_CLASS,
-        source=_AA_SAMBANOVA,
-        date="2024-09",
-        notes="TTFT: no published figure; the community ~0.3 s for the 70B is reused (est.). "
-        "Prefill speed and the concurrency settings are modelling assumptions.",
-    ),
-    AcceleratorProfile(
-        name="fireworks-llama-3.1-8b",
-        label="GPU cloud (Fireworks)",
-        model="Llama 3.1 8B",
-        ttft_ms=300,
-        tokens_per_s=288,
-        prefill_tokens_per_s=20_000,
-        jitter=0.2,
-        ttft_jitter_ms=30,
-        max_batch=128,
-        batch_slowdown=0.02,
-        aggregate_tokens_per_s=8_000,
-        queue_ms_per_stream=2.0,
-        source=_AA_SAMBANOVA,
-        date="2024-09",
-        notes="TTFT: REFERENCES.md has no figure; 0.3 s is an assumption (est.) for a hosted GPU "
-        "API including the internet round trip. Prefill, jitter and the concurrency settings are "
-        "modelling assumptions.",
-    ),
-    AcceleratorProfile(
-        name="fireworks-llama-3.1-70b",
-        label="GPU cloud (Fireworks)",
-        model="Llama 3.1 70B",
-        ttft_ms=300,
-        tokens_per_s=71,
-        prefill_tokens_per_s=5_000,
-        jitter=0.2,
-        ttft_jitter_ms=30,
-        max_batch=128,
-        batch_slowdown=0.02,
-        aggregate_tokens_per_s=2_500,
-        queue_ms_per_stream=2.0,
-        source=_AA_SAMBANOVA,
-        date="2024-09",
-        notes="TTFT: REFERENCES.md has no figure; 0.3 s is an assumption (est.) for a hosted GPU "
-        "API including the internet round trip. Prefill, jitter and the concurrency settings are "
-        "modelling assumptions.",
-    ),
-    AcceleratorProfile(
-        name="h100-trtllm-llama-3.1-8b",
-        label="H100, TensorRT-LLM (NIM)",
-        model="Llama 3.1 8B",
-        ttft_ms=10,
-        tokens_per_s=220,
-        prefill_tokens_per_s=50_000,
-        jitter=0.05,
-        ttft_jitter_ms=1,
-        max_batch=256,
-        batch_slowdown=0.02,
-        aggregate_tokens_per_s=6_000,
-        queue_ms_per_stream=2.37,
-        source="NVIDIA NIM benchmarking page",
-        date="2024-25",
-        notes="Server-side TTFT at concurrency 1 (no network). queue_ms_per_stream is calibrated "
-        "to NIM's TTFT growth, ~10 ms at 1 stream to ~600 ms at 250 ((600-10)/249). Prefill "
-        "speed, batch slowdown and the aggregate cap are modelling assumptions.",
-    ),
-    AcceleratorProfile(
-        name="2xh100-fp8-llama-3.3-70b",
-        label="2x H100 FP8 (NIM)",
-        model="Llama 3.3 70B",
-        ttft_ms=8,
-        tokens_per_s=53,
-        prefill_tokens_per_s=12_500,
-        jitter=0.05,
-        ttft_jitter_ms=1,
-        max_batch=256,
-        batch_slowdown=0.02,
-        aggregate_tokens_per_s=2_500,
-        queue_ms_per_stream=5.0,
-        source="NVIDIA NIM benchmarking page",
-        date="2024-25",
-        notes="Server-side, concurrency 1. Base 8 ms and prefill 12,500 tok/s are fitted to the "
-        "published TTFT at 500 (48 ms) and 5,000 (407 ms) prompt tokens. The concurrency "
-        "settings are modelling assumptions.",
-    ),
-    AcceleratorProfile(
-        name="cpu-llamacpp-llama-3.2-3b",
-        label="CPU, llama.cpp",
-        model="Llama 3.2 3B Q4",
-        ttft_ms=50,
-        tokens_per_s=12,
-        prefill_tokens_per_s=150,
-        jitter=0.1,
-        ttft_jitter_ms=10,
-        source="geerlingguy/ai-benchmarks",
-        date="2025-26",
-        notes="Published: 5-24 tok/s across CPUs (12 taken) and seconds for a 300-token uncached "
-        "prompt (prefill 150 tok/s: 2 s). Base latency and jitter are assumptions. One "
-        "llama.cpp slot: concurrent requests queue.",
-    ),
-    AcceleratorProfile(
-        name="cpu-here-smollm2-135m",
-        label="CPU (2 cores here), llama.cpp",
-        model="SmolLM2-135M Q4_1",
-        ttft_ms=60,
-        tokens_per_s=90,
-        prefill_tokens_per_s=1_000,
-        jitter=0.15,
-        ttft_jitter_ms=15,
-        source="measured on this project's machine",
-        date="2026-11",
-        notes="Measured: TTFT 70-180 ms, ~90 tok/s. The split into base 60 ms + prefill at "
-        "1,000 tok/s is an assumption that reproduces that range for 10-120 token prompts. One "
-        "llama.cpp slot: concurrent requests queue.",
-    ),
-)
-
 #: What the emulator server emulates unless told otherwise (a fast, widely used 70B).
 DEFAULT_PROFILE = "groq-llama-3.3-70b"
 
+#: Where the built-in profiles live, relative to the ``agent`` package (shipped as package data).
+BUILTIN_PROFILES_RESOURCE = ("data", "accelerators.toml")
+
+#: What every built-in table must give itself: a user file may leave them out (and
+#: gets "undated"), but a shipped number without its source and date is a bug.
+_BUILTIN_REQUIRED = ("label", "model", "source", "date", "notes")
+
 #: Every known profile by name: the built-ins, plus any added with :func:`add_profiles`.
-PROFILES: dict[str, AcceleratorProfile] = {p.name: p for p in _BUILT_IN}
+#: Loaded from the package's data file on first use (module ``__getattr__`` below).
+PROFILES: dict[str, AcceleratorProfile]
+
+# Reentrant, so a load that somehow recursed fails with an ImportError instead of hanging.
+_LOAD_LOCK = threading.RLock()
+
+
+def builtin_profiles_file() -> Traversable:
+    """The shipped ``agent/data/accelerators.toml`` (a real file in a source or wheel install)."""
+    resource = importlib.resources.files("agent")
+    for part in BUILTIN_PROFILES_RESOURCE:
+        resource = resource / part
+    return resource
+
+
+def load_builtin_profiles() -> dict[str, AcceleratorProfile]:
+    """The profiles of the package's data file, checked like a user's file (file:line:field errors)."""
+    resource = builtin_profiles_file()
+    path = str(resource)
+    try:
+        text = resource.read_text(encoding="utf-8")
+    except OSError as exc:
+        # A packaging bug (the .toml left out of the wheel): say which file, not a traceback.
+        raise ConfigError(f"cannot read the built-in profiles ({exc.strerror or exc})", path=path) from None
+    profiles = parse_profiles(text, path, base={})
+    # parse_profiles accepted the TOML, so this second parse cannot fail.
+    for name, table in tomllib.loads(text).items():
+        missing = [key for key in _BUILTIN_REQUIRED if key not in table]
+        if missing:
+            raise ConfigError(
+                f"a built-in profile must set {', '.join(missing)} itself",
+                path=path,
+                line=_line_of(text, name, None),
+                field=name,
+            )
+    return profiles
+
+
+def _profiles() -> dict[str, AcceleratorProfile]:
+    """:data:`PROFILES`, loading the built-ins the first time it is needed.
+
+    Not at import: checking the file uses :func:`agent.pipeline.build_config`, and
+    importing :mod:`agent.pipeline` imports the stages, which import this module —
+    when the pipeline module is the one being imported, it is not complete yet.
+    Reads the module global each time, so replacing it (``monkeypatch.setattr``)
+    is seen everywhere.
+    """
+    profiles: dict[str, AcceleratorProfile] | None = globals().get("PROFILES")
+    if profiles is None:
+        with _LOAD_LOCK:
+            profiles = globals().get("PROFILES")
+            if profiles is None:
+                profiles = load_builtin_profiles()
+                globals()["PROFILES"] = profiles
+    return profiles
+
+
+if not TYPE_CHECKING:  # hidden from mypy, which would otherwise accept any attribute of this module
+
+    def __getattr__(name: str) -> Any:
+        """PEP 562: ``accelerators.PROFILES`` and ``from agent.accelerators import PROFILES``."""
+        if name == "PROFILES":
+            return _profiles()
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _ProfileNames:
@@ -511,10 +331,10 @@ class _ProfileNames:
     """
 
     def __contains__(self, name: object) -> bool:
-        return name == "" or name in PROFILES
+        return name == "" or name in _profiles()
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(PROFILES))
+        return iter(sorted(_profiles()))
 
 
 PROFILE_CHOICES = _ProfileNames()
@@ -523,10 +343,10 @@ PROFILE_CHOICES = _ProfileNames()
 def get_profile(name: str) -> AcceleratorProfile:
     """The profile called ``name``; a :class:`ConfigError` listing the valid names otherwise."""
     try:
-        return PROFILES[name]
+        return _profiles()[name]
     except KeyError:
         raise ConfigError(
-            f"unknown accelerator profile {name!r}; valid: {', '.join(sorted(PROFILES))}",
+            f"unknown accelerator profile {name!r}; valid: {', '.join(sorted(_profiles()))}",
             field="profile",
         ) from None
 
@@ -604,7 +424,7 @@ def parse_profiles(
     or one defined earlier in the file) and change only some settings. Errors
     name the file, line and field.
     """
-    known = dict(PROFILES if base is None else base)
+    known = dict(_profiles() if base is None else base)
 
     def fail(message: str, table: str, key: str | None = None) -> ConfigError:
         dotted = ".".join(p for p in (table, key) if p) or None
@@ -680,7 +500,7 @@ def load_profiles(
         raise ConfigError("profiles file not found", path=path) from None
     except OSError as exc:
         raise ConfigError(f"cannot read profiles file ({exc.strerror})", path=path) from None
-    merged = dict(PROFILES if base is None else base)
+    merged = dict(_profiles() if base is None else base)
     merged.update(parse_profiles(text, path, merged))
     return merged
 
@@ -688,8 +508,9 @@ def load_profiles(
 def add_profiles(path: str | Path) -> list[str]:
     """Load a profiles file into :data:`PROFILES` (for this process); returns the names it defined."""
     merged = load_profiles(path)
-    added = [name for name, profile in merged.items() if PROFILES.get(name) is not profile]
-    PROFILES.update(merged)
+    profiles = _profiles()
+    added = [name for name, profile in merged.items() if profiles.get(name) is not profile]
+    profiles.update(merged)
     return added
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import random
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -107,6 +110,75 @@ def test_nim_8b_ttft_grows_with_load_as_published() -> None:
     p = PROFILES["h100-trtllm-llama-3.1-8b"]
     assert ttft_ns(p, 100, 1) / MS == pytest.approx(10, abs=3)
     assert ttft_ns(p, 100, 250) / MS == pytest.approx(600, rel=0.05)
+
+
+# --------------------------------------------------------------------------- the profiles are data
+
+BUILTIN_TEXT = acc.builtin_profiles_file().read_text(encoding="utf-8")
+
+
+def test_builtins_come_from_the_package_data_file() -> None:
+    path = acc.builtin_profiles_file()
+    assert Path(str(path)).parts[-3:] == ("agent", "data", "accelerators.toml")
+    loaded = acc.load_builtin_profiles()
+    assert set(REQUIRED) <= set(loaded)
+    for name, profile in loaded.items():
+        assert PROFILES[name] == profile  # PROFILES holds exactly what the file says
+
+
+def test_every_builtin_table_spells_out_every_setting() -> None:
+    # Nothing falls back to a default silently: each number sits next to its source and date.
+    every = {f.name for f in dataclasses.fields(AcceleratorProfile)} - {"name"}
+    for name, table in tomllib.loads(BUILTIN_TEXT).items():
+        left_out = every - set(table)
+        # TOML has no null: "no aggregate cap" is the key left out (one slot, so no cap is needed).
+        assert left_out <= {"aggregate_tokens_per_s"}, (name, left_out)
+        if left_out:
+            assert table["max_batch"] == 1, name
+        assert "base" not in table, name
+
+
+def test_pyproject_ships_the_data_file() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "data/*.toml" in pyproject["tool"]["setuptools"]["package-data"]["agent"]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field", "fragment"),
+    [
+        # a provenance field left out: reported at the table's header
+        ('date = "2024-11"\n', "", "cerebras-llama-3.1-405b", "must set date itself"),
+        # a bad number: the shared loader's message, at the key's line
+        ("ttft_ms = 240\n", "ttft_ms = -240\n", "cerebras-llama-3.1-405b.ttft_ms", "must be >= 0"),
+    ],
+    ids=["no-date", "negative"],
+)
+def test_a_broken_builtin_file_names_file_line_and_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, old: str, new: str, field: str, fragment: str
+) -> None:
+    assert BUILTIN_TEXT.count(old) == 1
+    text = BUILTIN_TEXT.replace(old, new)
+    path = tmp_path / "accelerators.toml"
+    path.write_text(text, encoding="utf-8")
+    monkeypatch.setattr(acc, "builtin_profiles_file", lambda: path)
+    with pytest.raises(ConfigError) as info:
+        acc.load_builtin_profiles()
+    lines = text.splitlines()
+    line = lines.index('["cerebras-llama-3.1-405b"]') + 1
+    if new:
+        line = lines.index(new.strip()) + 1
+    error = info.value
+    assert (error.path, error.line, error.field) == (str(path), line, field)
+    assert str(error).startswith(f"{path}:{line}: {field}: ") and fragment in str(error)
+
+
+def test_loaded_on_first_use_whichever_module_is_imported_first() -> None:
+    # Checking the file needs agent.pipeline, which imports the stages, which import
+    # agent.accelerators: loading at import would fail when agent.pipeline comes first.
+    for first in ("agent.pipeline", "agent.accelerators", "agent.server.llm_emulator"):
+        code = f"import {first}; from agent.accelerators import PROFILES; print(len(PROFILES))"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert int(out.stdout) >= len(REQUIRED), first
 
 
 # --------------------------------------------------------------------------- the model
