@@ -41,10 +41,12 @@ BREAKDOWN: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("TTFT", ("llm_ttft_mean",)),
     ("first phrase", ("first_phrase_mean",)),
     ("TTS first audio", ("tts_first_audio_mean",)),
-    ("transport", ("transport_mean", "audio_onset_mean")),
+    ("transport", ("transport_mean",)),
+    # Leading silence in the agent's audio (Piper's is ~55 ms): not the network.
+    ("audio onset", ("audio_onset_mean",)),
     ("unaccounted", ("unaccounted_mean",)),
 )
-_COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#bbbbbb")
+_COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#bbbbbb")
 
 
 def save_figure(fig: Figure, stem: Path) -> list[Path]:
