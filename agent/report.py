@@ -18,21 +18,13 @@ from agent.errors import ConfigError
 from agent.latency_model import Knee, knee_sentence
 from agent.results import read_turns, summarize
 from agent.sweep import SWEEP_FILE, knees, read_sweep
+from agent.timeline import HOP_NAMES
 
 __all__ = ["FORMATS", "build_report", "is_sweep", "write_sweep_plots"]
 
 FORMATS = ("html", "md", "json")
 _MAX_WATERFALLS = 60  # a 500-turn run would make a 50 MB page; the table still lists every turn
-_TABLE_HOPS = (
-    "endpointing",
-    "asr_finalize",
-    "llm_ttft",
-    "first_phrase",
-    "tts_first_audio",
-    "transport",
-    "audio_onset",
-    "unaccounted",
-)
+_TABLE_HOPS = (*HOP_NAMES, "unaccounted")
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1200px; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 13px; }
