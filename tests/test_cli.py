@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -148,6 +149,9 @@ def test_ctrl_c_keeps_finished_turns(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         # The emulated pipeline: this is about Ctrl-C, and its turns take predictable time.
         [*VLT, "replay", "scenarios/quick-3-turn.yaml", "--pipeline", "emulated", "--out", str(out)],
+        # A job started in the background (as CI may start us) inherits SIGINT
+        # ignored, and then Ctrl-C rightly does nothing; give the child a terminal's default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -157,7 +161,7 @@ def test_ctrl_c_keeps_finished_turns(tmp_path: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (turns.exists() and turns.read_text().count("\n") >= 1):
         time.sleep(0.05)
-    proc.send_signal(2)  # SIGINT, as Ctrl-C
+    proc.send_signal(signal.SIGINT)  # as Ctrl-C
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
     assert "finished turns are on disk" in stderr
