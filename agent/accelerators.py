@@ -493,13 +493,10 @@ def load_profiles(
     path: str | Path, base: Mapping[str, AcceleratorProfile] | None = None
 ) -> dict[str, AcceleratorProfile]:
     """The built-in profiles (or ``base``) merged with those of a TOML file; file wins on a name."""
+    from agent.pipeline import read_config_file  # lazily, as build_config: import cycle
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("profiles file not found", path=path) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read profiles file ({exc.strerror})", path=path) from None
+    text = read_config_file(path, "profiles")
     merged = dict(_profiles() if base is None else base)
     merged.update(parse_profiles(text, path, merged))
     return merged

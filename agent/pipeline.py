@@ -31,6 +31,7 @@ __all__ = [
     "build_config",
     "load_pipeline",
     "parse_pipeline",
+    "read_config_file",
 ]
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -114,15 +115,19 @@ class Pipeline:
         return _build(raw, self.path, None)
 
 
+def read_config_file(path: Path, what: str) -> str:
+    """The text of a TOML file, or a :class:`ConfigError` naming it (``what``: "pipeline"…)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{what} file not found", path=path) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} file ({exc.strerror})", path=path) from None
+
+
 def load_pipeline(path: str | Path) -> Pipeline:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("pipeline file not found", path=path) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read pipeline file ({exc.strerror})", path=path) from None
-    return parse_pipeline(text, path)
+    return parse_pipeline(read_config_file(path, "pipeline"), path)
 
 
 def parse_pipeline(text: str, path: str | Path | None = None) -> Pipeline:
