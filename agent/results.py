@@ -42,6 +42,8 @@ __all__ = [
 METRICS: tuple[str, ...] = (
     "voice_to_voice",
     *HOP_NAMES,
+    # Live sessions only (vlt demo): arrival → handed to the output device.
+    "playout",
     "unaccounted",
     "llm_tpot",
     "barge_in_stop",

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 __all__ = [
     "HOPS",
     "HOP_NAMES",
+    "LISTENER_HOPS",
+    "LISTENER_V2V_END",
+    "PLAYOUT",
     "V2V_END",
     "V2V_START",
     "Hop",
@@ -91,6 +94,17 @@ HOPS: tuple[Hop, ...] = (
 )
 HOP_NAMES: tuple[str, ...] = tuple(h.name for h in HOPS)
 
+#: A live session (``vlt demo``) has a real output device: its voice-to-voice ends
+#: when the first audible agent sample is handed to the device, one hop later.
+LISTENER_V2V_END = "client.first_audio_played"
+PLAYOUT = Hop(
+    "playout",
+    "client.first_audio_received",
+    LISTENER_V2V_END,
+    "first audible sample would play on arrival → handed to the output device (jitter buffer, device)",
+)
+LISTENER_HOPS: tuple[Hop, ...] = (*HOPS, PLAYOUT)
+
 
 @dataclass(frozen=True, slots=True)
 class TurnTimeline:
@@ -117,10 +131,13 @@ def _ms(ns: int | None) -> float | None:
     return None if ns is None else ns / 1e6
 
 
-def analyze(marks: Mapping[str, int], hops: Iterable[Hop] = HOPS) -> TurnTimeline:
+def analyze(
+    marks: Mapping[str, int], hops: Iterable[Hop] = HOPS, v2v_end: str = V2V_END
+) -> TurnTimeline:
     """Compute one turn's timeline from its marks (name → t_ns).
 
-    Voice-to-voice needs only its two marks. The residual is only defined when
+    Voice-to-voice runs from ``user.speech_end`` to ``v2v_end`` and needs only
+    those two marks. The residual is only defined when
     every hop could be measured; a turn with a missing mark reports which.
     """
     hops = tuple(hops)
@@ -132,7 +149,7 @@ def analyze(marks: Mapping[str, int], hops: Iterable[Hop] = HOPS) -> TurnTimelin
             if value is None and name not in missing:
                 missing.append(name)
         durations[hop.name] = None if start is None or end is None else end - start
-    v_start, v_end = marks.get(V2V_START), marks.get(V2V_END)
+    v_start, v_end = marks.get(V2V_START), marks.get(v2v_end)
     v2v = None if v_start is None or v_end is None else v_end - v_start
     measured = [d for d in durations.values() if d is not None]
     residual = v2v - sum(measured) if v2v is not None and len(measured) == len(hops) else None

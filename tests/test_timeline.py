@@ -212,3 +212,15 @@ def test_mark_is_frozen() -> None:
     mark = Mark("a", 1, 0)
     with pytest.raises(AttributeError):
         mark.t_ns = 2  # type: ignore[misc]
+
+
+def test_listener_hops_end_voice_to_voice_at_the_device() -> None:
+    from agent.timeline import LISTENER_HOPS, LISTENER_V2V_END
+
+    marks = tiled_marks()
+    marks[LISTENER_V2V_END] = marks[V2V_END] + 25 * MS
+    tl = analyze(marks, LISTENER_HOPS, LISTENER_V2V_END)
+    assert tl.hops_ns["playout"] == 25 * MS
+    assert tl.voice_to_voice_ns == marks[LISTENER_V2V_END] - marks[V2V_START]
+    assert tl.unaccounted_ns is not None
+    assert sum(v for v in tl.hops_ns.values() if v is not None) + tl.unaccounted_ns == tl.voice_to_voice_ns
