@@ -1,0 +1,641 @@
+"""The live client: a person talks to the agent through a microphone and a speaker.
+
+Where the replay client knows exactly where its scripted speech starts and
+ends, a live session has to find the user's speech in what the microphone
+captured: a client-side VAD (Silero, as the agent's default) marks
+``user.speech_start`` / ``user.speech_end`` at the receive time of the samples
+where the speech started and ended. The agent numbers turns (its VAD decides
+the end of turn); each agent turn is matched to the latest utterance the
+client heard end before the agent declared the end of turn.
+
+Voice-to-voice *at the listener* ends when the turn's first audible agent
+sample is handed to the output device (``client.first_audio_played``: the time
+of the device callback that took it, plus its position in the block). The
+replay client's figure — the sample would play on arrival
+(``client.first_audio_received``) — is kept too; the hop between the two,
+``playout``, is what the jitter buffer and the device callback add.
+
+Echo: by default the session is half-duplex — while the agent is audible (and
+``echo_tail_ms`` after), the microphone's audio is replaced by silence, so a
+loudspeaker cannot make the agent interrupt itself. With ``barge_in`` (meant
+for headphones) the microphone stays open; speech detected while the agent is
+audible flushes the playout buffer at once, sends ``interrupt``, and the stop
+latency (interrupting speech start → last agent sample handed to the device)
+is recorded with the interrupting turn.
+
+Every finished turn is appended (fsynced) to the run folder's ``turns.jsonl``;
+the summary, manifest and stereo recording are written when the session ends,
+however it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from agent.audio import PhraseResampler, bytes_to_pcm, find_onset, frame_rms_dbfs, pcm_to_bytes
+from agent.client.connection import open_session, sync_clock
+from agent.client.hud import HudState
+from agent.client.live_audio import Microphone, Speaker
+from agent.client.playout_buffer import PlayoutBuffer, Pulled
+from agent.client.recorder import StereoRecorder
+from agent.clock import NS_PER_S, Clock, utc_now
+from agent.clocksync import OffsetEstimate
+from agent.errors import ConnectError, ProtocolError
+from agent.protocol import (
+    AgentText,
+    Bye,
+    Error,
+    Interrupt,
+    MarkList,
+    Ping,
+    Pong,
+    ResponseDone,
+    Transcript,
+    decode,
+    encode,
+)
+from agent.results import RunWriter, environment, metric_values, summarize
+from agent.stages.interfaces import PCM, VAD, SessionContext
+from agent.stats import describe
+from agent.timeline import LISTENER_HOPS, LISTENER_V2V_END, analyze
+
+__all__ = ["LiveOptions", "LiveResult", "LiveSession", "live_session", "make_client_vad"]
+
+log = logging.getLogger("vlt.live")
+
+#: Agent audio counts as audible above this level (the replay client's threshold).
+ONSET_THRESHOLD_DBFS = -40.0
+
+
+@dataclass(frozen=True, slots=True)
+class LiveOptions:
+    #: Keep the microphone open while the agent speaks, and let speech interrupt it.
+    barge_in: bool = False
+    #: End the session after this many finished turns / seconds (None: until stopped).
+    turns: int | None = None
+    duration_s: float | None = None
+    #: Jitter buffer: agent audio queued before a response starts playing.
+    prebuffer_ms: float = 40.0
+    #: Half-duplex: the microphone stays muted this long after the agent's last sample.
+    echo_tail_ms: float = 200.0
+    #: A turn the agent opened but never finished is recorded as no_response after this.
+    reply_timeout_ms: float = 15_000.0
+    #: Client VAD: ``silero`` (the agent default's) or ``energy``.
+    vad: str = "silero"
+    clock_sync_rounds: int = 8
+
+
+@dataclass
+class LiveResult:
+    run_dir: Path
+    records: list[dict[str, Any]]
+    summary: dict[str, Any]
+    offset: OffsetEstimate | None
+    #: The session's origin on the client clock (``marks_ns`` count from it).
+    origin_ns: int
+
+
+@dataclass
+class _Utterance:
+    """Speech the client VAD found in the microphone audio."""
+
+    start_ns: int
+    end_ns: int | None = None
+    #: Filled when this speech interrupted the agent (barge-in).
+    barge_in: dict[str, Any] | None = None
+
+
+@dataclass
+class _LiveTurn:
+    turn: int
+    opened_ns: int
+    marks: dict[str, int] = field(default_factory=dict)
+    server_marks: dict[str, int] = field(default_factory=dict)
+    status: str = "pending"
+    reason: str = ""
+    stats: dict[str, Any] = field(default_factory=dict)
+    transcript: str | None = None
+    partials: int = 0
+    agent_text: list[str] = field(default_factory=list)
+    agent_samples: int = 0
+    last_activity_ns: int = 0
+    done: bool = False
+    drained: bool = False
+    recorded: bool = False
+    #: The client flushed this turn's audio (barge-in); later audio is dropped.
+    cut: bool = False
+    resampler: PhraseResampler | None = None
+
+
+def make_client_vad(kind: str, clock: Clock, rate: int, frame: int) -> tuple[VAD, str]:
+    """The client's VAD and a note when it had to fall back to ``energy``."""
+    from agent.stages.vad_silero import EnergyVAD, EnergyVADConfig, SileroVAD, SileroVADConfig
+
+    ctx = SessionContext(clock, rate, frame)
+    if kind == "silero":
+        try:
+            return SileroVAD(SileroVADConfig(), ctx), ""
+        except Exception as exc:  # any reason Silero cannot load: say so, fall back to energy
+            return EnergyVAD(EnergyVADConfig(), ctx), f"client VAD: energy ({exc})"
+    return EnergyVAD(EnergyVADConfig(), ctx), ""
+
+
+class LiveSession:
+    def __init__(
+        self,
+        ws: ClientConnection,
+        clock: Clock,
+        rate: int,
+        frame: int,
+        mic: Microphone,
+        speaker: Speaker,
+        writer: RunWriter,
+        options: LiveOptions,
+        state: HudState,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.ws = ws
+        self.clock = clock
+        self.rate = rate
+        self.frame = frame
+        self.mic = mic
+        self.speaker = speaker
+        self.writer = writer
+        self.options = options
+        self.state = state
+        self.on_change = on_change
+        self.buffer = PlayoutBuffer(round(options.prebuffer_ms * speaker.rate / 1000))
+        self.recorder = StereoRecorder(rate)
+        self.vad, notice = make_client_vad(options.vad, clock, rate, frame)
+        if notice:
+            state.notice = notice
+        self.offset: OffsetEstimate | None = None
+        self.origin_ns = 0
+        self.turns: dict[int, _LiveTurn] = {}
+        self.records: list[dict[str, Any]] = []
+        self.utterances: list[_Utterance] = []
+        self.finished = asyncio.Event()
+        self._pongs: asyncio.Queue[tuple[Pong, int]] = asyncio.Queue()
+        self._closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._responding: int | None = None  # the turn incoming agent audio belongs to
+        self._arrival_end_ns = 0  # the replay client's playout model: arrival order
+        self._heard_until_ns = 0  # the device's last agent sample (for muting and status)
+        self._playing_turn: int | None = None
+        self._chunks: dict[int, tuple[PCM, int]] = {}  # chunk id → (session-rate pcm, turn)
+        self._sample = 0  # microphone samples so far
+        self._frame_times: list[tuple[int, int]] = []  # (first sample, receive time of its end)
+        self._awaiting_reply = False
+        self._muted_frames = 0
+
+    # -- time of microphone samples ------------------------------------------
+
+    def _sample_time(self, sample: int) -> int:
+        """When microphone sample ``sample`` was received (from its frame's receive time)."""
+        for first, t_end in reversed(self._frame_times):
+            if first <= sample:
+                return t_end - (first + self.frame - sample) * NS_PER_S // self.rate
+        first, t_end = self._frame_times[0]
+        return t_end - (first + self.frame - sample) * NS_PER_S // self.rate
+
+    # -- microphone ----------------------------------------------------------------
+
+    def agent_audible(self, now: int) -> bool:
+        return self.buffer.active or now < self._heard_until_ns
+
+    async def microphone(self) -> None:
+        tail_ns = round(self.options.echo_tail_ms * 1e6)
+        silence = np.zeros(self.frame, dtype=np.int16)
+        async for pcm, t_end in self.mic.frames():
+            now = self.clock.now_ns()
+            muted = not self.options.barge_in and (
+                self.buffer.active or now < self._heard_until_ns + tail_ns
+            )
+            sent = silence if muted else pcm
+            self._muted_frames += muted
+            await self.ws.send(pcm_to_bytes(sent))
+            self.recorder.add_user(sent)
+            first = self._sample
+            self._sample += len(sent)
+            self._frame_times.append((first, t_end))
+            if len(self._frame_times) > 1000:  # 20 s: far more than a VAD decision lags
+                del self._frame_times[:500]
+            self.state.level_dbfs = None if muted else frame_rms_dbfs(pcm)
+            for event in self.vad.process(sent, first):
+                if event.kind == "speech_start":
+                    self._on_speech_start()
+                else:
+                    self._on_speech_end()
+            self._update_status()
+            self.on_change()
+
+    def _on_speech_start(self) -> None:
+        segments = self.vad.endpointer.segments  # type: ignore[attr-defined]
+        utt = _Utterance(self._sample_time(segments[-1][0]))
+        self.utterances.append(utt)
+        self.state.partial = ""
+        now = self.clock.now_ns()
+        if self.options.barge_in and self.agent_audible(now):
+            self._barge_in(utt, now)
+
+    def _on_speech_end(self) -> None:
+        if not self.utterances:
+            return
+        end = self.vad.endpointer.speech_end  # type: ignore[attr-defined]
+        self.utterances[-1].end_ns = self._sample_time(end)
+        self._awaiting_reply = True
+
+    def _barge_in(self, utt: _Utterance, now: int) -> None:
+        """Speech over the agent: silence the speaker now, and tell the agent to stop."""
+        turn = self._playing_turn if self._playing_turn is not None else self._responding
+        self.buffer.flush()
+        self._chunks.clear()
+        stopped = max(now, self._heard_until_ns)
+        self._heard_until_ns = now
+        self._arrival_end_ns = now
+        ct = self.turns.get(turn) if turn is not None else None
+        if ct is not None:
+            ct.cut = True
+            ct.marks["client.playback_stopped"] = stopped
+            ct.drained = True
+        stop_ms = (stopped - utt.start_ns) / 1e6
+        utt.barge_in = {"interrupted_turn": turn, "stop_ms": stop_ms}
+        self.state.barge_in_stop_ms = stop_ms
+        asyncio.get_running_loop().create_task(self._send_interrupt())
+
+    async def _send_interrupt(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await self.ws.send(encode(Interrupt(reason="barge-in (client VAD)")))
+
+    # -- receiving -------------------------------------------------------------
+
+    async def receive(self) -> None:
+        try:
+            async for data in self.ws:
+                now = self.clock.now_ns()
+                if isinstance(data, bytes):
+                    self._on_audio(bytes_to_pcm(data), now)
+                else:
+                    self._on_message(decode(data), now)
+                self.on_change()
+        except ConnectionClosed:
+            pass
+        except ProtocolError as exc:
+            self._close(f"agent broke the protocol: {exc}")
+        code = self.ws.close_code
+        reason = f"code {code} {self.ws.close_reason or ''}".strip() if code else "connection lost"
+        self._close(f"agent closed the connection ({reason})")
+
+    def _close(self, reason: str) -> None:
+        if not self._closed.done():
+            self._closed.set_result(reason)
+
+    def _turn(self, turn: int, now: int) -> _LiveTurn:
+        ct = self.turns.get(turn)
+        if ct is None:
+            ct = self.turns[turn] = _LiveTurn(turn, now, last_activity_ns=now)
+            asyncio.get_running_loop().create_task(self._watch(ct))
+        return ct
+
+    def _on_audio(self, pcm: PCM, now: int) -> None:
+        if self._responding is None:
+            log.debug("agent audio outside a response")
+            return
+        ct = self.turns[self._responding]
+        if ct.cut:
+            return  # the listener barged in: the rest of this response is not played
+        ct.last_activity_ns = now
+        ct.marks.setdefault("client.first_frame_received", now)
+        ct.agent_samples += len(pcm)
+        start = max(now, self._arrival_end_ns)
+        self._arrival_end_ns = start + len(pcm) * NS_PER_S // self.rate
+        onset = None
+        if "client.first_audio_received" not in ct.marks:
+            onset = find_onset(pcm, self.rate, ONSET_THRESHOLD_DBFS)
+            if onset is not None:
+                ct.marks["client.first_audio_received"] = start + onset * NS_PER_S // self.rate
+        self._push(ct, pcm, onset)
+
+    def _push(self, ct: _LiveTurn, pcm: PCM, onset: int | None) -> None:
+        device_pcm = pcm
+        if self.speaker.rate != self.rate:
+            if ct.resampler is None:
+                ct.resampler = PhraseResampler(self.rate, self.speaker.rate)
+            device_pcm = ct.resampler.chunk(pcm)
+            if onset is not None:
+                onset = min(onset * self.speaker.rate // self.rate, max(len(device_pcm) - 1, 0))
+        chunk_id = self.buffer.push(device_pcm, ct.turn, onset)
+        self._chunks[chunk_id] = (pcm, ct.turn)
+
+    def _on_message(self, message: Any, now: int) -> None:
+        if isinstance(message, Pong):
+            self._pongs.put_nowait((message, now))
+        elif isinstance(message, MarkList | Transcript | AgentText | ResponseDone):
+            ct = self._turn(message.turn, now)
+            ct.last_activity_ns = now
+            if isinstance(message, MarkList):
+                ct.server_marks.update(message.marks)
+            elif isinstance(message, Transcript):
+                if message.final:
+                    ct.transcript = message.text
+                    ct.agent_text.clear()  # a restarted turn: drop the abandoned reply
+                    self._responding = ct.turn
+                    self.state.transcript, self.state.partial, self.state.agent_text = message.text, "", ""
+                else:
+                    ct.partials += 1
+                    self.state.partial = message.text
+            elif isinstance(message, AgentText):
+                ct.agent_text.append(message.text)
+                self._responding = ct.turn
+                self.state.agent_text = " ".join(ct.agent_text)
+            else:
+                self._on_done(ct, message)
+        elif isinstance(message, Error):
+            self.state.notice = f"agent error {message.code}: {message.message}"
+        elif isinstance(message, Bye):
+            self._close(f"agent said bye: {message.reason}")
+
+    def _on_done(self, ct: _LiveTurn, message: ResponseDone) -> None:
+        ct.stats = message.stats
+        ct.status, ct.reason = message.status, message.reason
+        ct.done = True
+        if self._responding == ct.turn:
+            self._responding = None
+        if ct.resampler is not None and not ct.cut:
+            tail = ct.resampler.end()
+            if len(tail):
+                self.buffer.push(tail, ct.turn)
+        if self.buffer.end(ct.turn) or ct.cut:
+            ct.drained = True
+        self._maybe_record(ct)
+
+    def on_played(self, t_ns: int, pulled: Pulled) -> None:
+        """The device took a block at ``t_ns`` (called on the loop, after the callback)."""
+        dev_rate = self.speaker.rate
+        for event in pulled.events:
+            at = t_ns + event.offset * NS_PER_S // dev_rate
+            ct = self.turns.get(event.turn)
+            if event.kind == "chunk":
+                self._playing_turn = event.turn
+                end = at + event.length * NS_PER_S // dev_rate
+                self._heard_until_ns = max(self._heard_until_ns, end)
+                self._record_agent(event.chunk_id, event.start, event.length, at)
+            elif event.kind == "onset" and ct is not None:
+                ct.marks.setdefault(LISTENER_V2V_END, at)
+                self._awaiting_reply = False
+            elif event.kind == "drained" and ct is not None:
+                ct.drained = True
+                self._maybe_record(ct)
+        self._update_status()
+        self.on_change()
+
+    def _record_agent(self, chunk_id: int, start: int, length: int, at: int) -> None:
+        """Place what the device played on the recording's agent track."""
+        entry = self._chunks.get(chunk_id)
+        if entry is None:
+            return
+        pcm, _turn = entry
+        ratio = self.rate / self.speaker.rate
+        a, b = round(start * ratio), round((start + length) * ratio)
+        position = (at - self.origin_ns) * self.rate // NS_PER_S
+        self.recorder.add_agent(position, pcm[a:b])
+        if b >= len(pcm):
+            del self._chunks[chunk_id]
+
+    # -- turns -------------------------------------------------------------------
+
+    async def _watch(self, ct: _LiveTurn) -> None:
+        """Record a turn the agent opened but stopped answering (reply timeout)."""
+        timeout_ns = round(self.options.reply_timeout_ms * 1e6)
+        while not ct.recorded:
+            due = ct.last_activity_ns + timeout_ns
+            if ct.done:  # done, but its audio never finished playing (device stalled?)
+                due = max(due, ct.last_activity_ns) + max(self.buffer.queued, 0) * NS_PER_S // max(
+                    self.speaker.rate, 1
+                )
+            if self.clock.now_ns() >= due:
+                if not ct.done:
+                    ct.status = "no_response"
+                    ct.reason = f"no response within {self.options.reply_timeout_ms:g} ms"
+                ct.done = ct.drained = True
+                self._maybe_record(ct)
+                return
+            await self.clock.sleep_until(min(due, self.clock.now_ns() + NS_PER_S))
+
+    def _maybe_record(self, ct: _LiveTurn) -> None:
+        if ct.recorded or not (ct.done and ct.drained):
+            return
+        ct.recorded = True
+        record = self._build_record(ct)
+        self.records.append(record)
+        self.writer.append_turn(record)
+        self.state.turns.append(record)
+        self._awaiting_reply = False
+        if ct.status == "interrupted" and ct.cut:
+            self.state.agent_text = ""
+        if self.options.turns is not None and len(self.records) >= self.options.turns:
+            self.finished.set()
+        self._update_status()
+        self.on_change()
+
+    def _utterance_for(self, ct: _LiveTurn, marks: dict[str, int]) -> _Utterance | None:
+        """The speech this turn answers: the latest that ended before the agent's end of turn."""
+        eot = marks.get("vad.end_of_turn", ct.opened_ns)
+        ended = [u for u in self.utterances if u.end_ns is not None and u.end_ns <= eot]
+        return ended[-1] if ended else None
+
+    def _build_record(self, ct: _LiveTurn) -> dict[str, Any]:
+        to_client = self.offset.to_client if self.offset is not None else (lambda t: t)
+        marks = {name: to_client(t) for name, t in ct.server_marks.items()}
+        marks.update(ct.marks)
+        utt = self._utterance_for(ct, marks)
+        if utt is not None:
+            marks["user.speech_start"] = utt.start_ns
+            assert utt.end_ns is not None
+            marks["user.speech_end"] = utt.end_ns
+        timeline = analyze(marks, LISTENER_HOPS, LISTENER_V2V_END)
+        latency = timeline.as_ms()
+        arrival = marks.get("client.first_audio_received")
+        latency["voice_to_voice_arrival"] = (
+            (arrival - marks["user.speech_end"]) / 1e6
+            if arrival is not None and "user.speech_end" in marks
+            else None
+        )
+        tokens = ct.stats.get("output_tokens")
+        first, done = marks.get("llm.first_token"), marks.get("llm.done")
+        latency["llm_tpot"] = (
+            (done - first) / (tokens - 1) / 1e6
+            if first is not None and done is not None and isinstance(tokens, int) and tokens > 1
+            else None
+        )
+        barge_in = utt.barge_in if utt is not None else None
+        latency["barge_in_stop"] = barge_in["stop_ms"] if barge_in else None
+        reply = " ".join(ct.agent_text) or str(ct.stats.get("reply", ""))
+        return {
+            "turn": ct.turn,
+            "status": ct.status,
+            "reason": ct.reason,
+            "user_text": "",
+            "transcript": ct.transcript,
+            "reply": reply,
+            "latency_ms": latency,
+            "missing_marks": list(timeline.missing),
+            "marks_ns": {k: v - self.origin_ns for k, v in sorted(marks.items(), key=lambda kv: kv[1])},
+            "llm": {k: v for k, v in ct.stats.items() if k not in ("reply", "transcript", "asr")},
+            "asr": {**ct.stats.get("asr", {}), "partials_received": ct.partials},
+            "wer": None,
+            "agent_audio_ms": ct.agent_samples * 1000 / self.rate,
+            "barge_in": barge_in,
+            "playout": {"underruns_total": self.buffer.underruns},
+            "expectations": [],
+            # A turn cut short because the user ended the session is not the agent's failure.
+            "passed": ct.status in ("ok", "interrupted", "unfinished"),
+        }
+
+    def _update_status(self) -> None:
+        now = self.clock.now_ns()
+        if self.vad.endpointer.in_turn:  # type: ignore[attr-defined]
+            status = "user speaking"
+        elif self.buffer.active or now < self._heard_until_ns:
+            status = "agent speaking"
+        elif self._awaiting_reply or any(not t.recorded for t in self.turns.values()):
+            status = "thinking"
+        else:
+            status = "listening"
+        self.state.status = status
+
+    # -- plumbing ------------------------------------------------------------------
+
+    async def ping(self, message: Ping) -> tuple[Pong, int]:
+        await self.ws.send(encode(message))
+        return await self._pongs.get()
+
+    async def wait_closed(self) -> str:
+        return await asyncio.shield(self._closed)
+
+    def finish_pending(self) -> None:
+        """Record the turns still open when the session stops (their marks so far)."""
+        for ct in list(self.turns.values()):
+            if not ct.recorded and (ct.server_marks or ct.marks):
+                if not ct.done:
+                    ct.status, ct.reason = "unfinished", "the session ended first"
+                ct.done = ct.drained = True
+                self._maybe_record(ct)
+
+
+async def live_session(
+    url: str,
+    clock: Clock,
+    run_dir: Path,
+    make_audio: Callable[[int, int], tuple[Microphone, Speaker]],
+    *,
+    options: LiveOptions | None = None,
+    state: HudState | None = None,
+    on_change: Callable[[], None] = lambda: None,
+    manifest_extra: dict[str, Any] | None = None,
+) -> LiveResult:
+    """Talk to the agent at ``url`` until ``options`` say stop, Ctrl-C, or the agent leaves.
+
+    ``make_audio(sample_rate, frame_ms)`` opens the microphone and speaker once
+    the agent has said which audio format the session uses.
+    """
+    opts = options or LiveOptions()
+    state = state if state is not None else HudState(status="connecting", mode="", agent=url, devices="")
+    started = clock.now_ns()
+    ws, hello = await open_session(url, clock, None, None)
+    rate, frame_ms = hello.sample_rate, hello.frame_ms
+    assert rate is not None and frame_ms is not None  # checked by open_session
+    frame = rate * frame_ms // 1000
+    writer = RunWriter(run_dir)
+    state.run_dir = str(writer.dir)
+    mic, speaker = make_audio(rate, frame_ms)
+    session = LiveSession(ws, clock, rate, frame, mic, speaker, writer, opts, state, on_change)
+    manifest: dict[str, Any] = {
+        "kind": "demo",
+        "started_utc": utc_now().isoformat(),
+        "url": url,
+        "agent": {"software": hello.software, "session": hello.session, "pipeline": hello.pipeline},
+        "audio": {"sample_rate": rate, "frame_ms": frame_ms},
+        "options": {
+            "barge_in": opts.barge_in,
+            "prebuffer_ms": opts.prebuffer_ms,
+            "echo_tail_ms": opts.echo_tail_ms,
+            "client_vad": opts.vad,
+        },
+        "clock": {"virtual": clock.virtual},
+        "environment": environment(),
+        **(manifest_extra or {}),
+    }
+    tasks: list[asyncio.Task[Any]] = [asyncio.create_task(session.receive())]
+    closed_reason = ""
+    try:
+        session.offset = await sync_clock(session.ping, clock, opts.clock_sync_rounds)
+        manifest["clock"]["offset_start"] = session.offset.as_dict()
+        session.origin_ns = clock.now_ns()
+        manifest["clock"]["origin_ns"] = session.origin_ns - started
+        speaker.start(session.buffer, session.on_played)
+        tasks.append(asyncio.create_task(session.microphone()))
+        manifest["devices"] = {"input": mic.describe(), "output": speaker.describe()}
+        writer.write_json("manifest.json", manifest)
+        state.status = "listening"
+        on_change()
+        microphone = tasks[1]
+        stops: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(session.finished.wait()),
+            asyncio.ensure_future(session.wait_closed()),
+        ]
+        if opts.duration_s is not None:
+            deadline = clock.now_ns() + round(opts.duration_s * 1e9)
+            stops.append(asyncio.ensure_future(clock.sleep_until(deadline)))
+        try:
+            # A microphone that fails (device unplugged) ends the session with its error.
+            await asyncio.wait([*stops, microphone], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for stop in stops:
+                stop.cancel()
+        if microphone.done():
+            microphone.result()
+        if session._closed.done():
+            closed_reason = session._closed.result()
+        else:
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(encode(Bye(reason="demo ended")))
+    finally:
+        for task in tasks:
+            task.cancel()
+        speaker.close()
+        with contextlib.suppress(Exception):
+            await ws.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        session.finish_pending()
+        summary = summarize(session.records)
+        # The replay client's figure for the same turns (agent audio played on arrival).
+        summary["metrics_ms"]["voice_to_voice_arrival"] = describe(
+            metric_values(session.records, "voice_to_voice_arrival")
+        )
+        summary["completed"] = not closed_reason
+        manifest["devices"] = {"input": mic.describe(), "output": speaker.describe()}
+        manifest["playout"] = {
+            "underruns": session.buffer.underruns,
+            "played_samples": session.buffer.played_samples,
+            "dropped_samples": session.buffer.dropped_samples,
+            "muted_frames": session._muted_frames,
+        }
+        manifest["finished_utc"] = utc_now().isoformat()
+        manifest["closed"] = closed_reason or None
+        writer.write_json("summary.json", summary)
+        writer.write_json("manifest.json", manifest)
+        session.recorder.write(writer.dir / "recording.wav")
+        writer.close()
+    if closed_reason and not session.records:
+        raise ConnectError(closed_reason)
+    return LiveResult(writer.dir, session.records, summary, session.offset, session.origin_ns)
