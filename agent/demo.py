@@ -50,7 +50,7 @@ def device_line(inp: dict[str, Any], out: dict[str, Any]) -> str:
     def one(d: dict[str, Any]) -> str:
         text = f"{d['device']} {d['rate']} Hz"
         if d.get("resampled_from"):
-            text += f" (resampled to {d['resampled_from']} Hz)"
+            text += f" (resampled from/to the agent's {d['resampled_from']} Hz)"
         if d.get("latency_ms") is not None:
             text += f", device latency {d['latency_ms']:.0f} ms"
         return text
