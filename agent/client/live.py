@@ -36,7 +36,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from websockets.asyncio.client import ClientConnection
@@ -65,9 +65,12 @@ from agent.protocol import (
     encode,
 )
 from agent.results import RunWriter, environment, metric_values, summarize
-from agent.stages.interfaces import PCM, VAD, SessionContext
+from agent.stages.interfaces import PCM, SessionContext
 from agent.stats import describe
 from agent.timeline import LISTENER_HOPS, LISTENER_V2V_END, analyze
+
+if TYPE_CHECKING:
+    from agent.stages.vad_silero import EnergyVAD, SileroVAD
 
 __all__ = ["LiveOptions", "LiveResult", "LiveSession", "live_session", "make_client_vad"]
 
@@ -137,7 +140,9 @@ class _LiveTurn:
     resampler: PhraseResampler | None = None
 
 
-def make_client_vad(kind: str, clock: Clock, rate: int, frame: int) -> tuple[VAD, str]:
+def make_client_vad(
+    kind: str, clock: Clock, rate: int, frame: int
+) -> tuple[SileroVAD | EnergyVAD, str]:
     """The client's VAD and a note when it had to fall back to ``energy``."""
     from agent.stages.vad_silero import EnergyVAD, EnergyVADConfig, SileroVAD, SileroVADConfig
 
@@ -239,7 +244,7 @@ class LiveSession:
             self.on_change()
 
     def _on_speech_start(self) -> None:
-        segments = self.vad.endpointer.segments  # type: ignore[attr-defined]
+        segments = self.vad.endpointer.segments
         utt = _Utterance(self._sample_time(segments[-1][0]))
         self.utterances.append(utt)
         self.state.partial = ""
@@ -250,7 +255,7 @@ class LiveSession:
     def _on_speech_end(self) -> None:
         if not self.utterances:
             return
-        end = self.vad.endpointer.speech_end  # type: ignore[attr-defined]
+        end = self.vad.endpointer.speech_end
         self.utterances[-1].end_ns = self._sample_time(end)
         self._awaiting_reply = True
 
@@ -503,7 +508,7 @@ class LiveSession:
 
     def _update_status(self) -> None:
         now = self.clock.now_ns()
-        if self.vad.endpointer.in_turn:  # type: ignore[attr-defined]
+        if self.vad.endpointer.in_turn:
             status = "user speaking"
         elif self.buffer.active or now < self._heard_until_ns:
             status = "agent speaking"

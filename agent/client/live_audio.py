@@ -84,19 +84,25 @@ class Framer:
         self.frame = frame
         self._pending = np.zeros(0, dtype=np.int16)
         self._resampler: Any = None
+        self._in = self._out = 0  # samples into / out of the resampler
         if device_rate != session_rate:
             import soxr
 
             self._resampler = soxr.ResampleStream(device_rate, session_rate, 1, dtype="int16")
 
     def push(self, block: PCM, t_ns: int) -> list[tuple[PCM, int]]:
+        held = 0  # session samples still inside the resampler's filter: older than they look
         if self._resampler is not None:
+            self._in += len(block)
             block = np.asarray(self._resampler.resample_chunk(block), dtype=np.int16)
+            self._out += len(block)
+            held = max(0, self._in * self.session_rate // self.device_rate - self._out)
         self._pending = np.concatenate((self._pending, block))
         out = []
         while len(self._pending) >= self.frame:
             frame, self._pending = self._pending[: self.frame], self._pending[self.frame :]
-            out.append((frame, t_ns - len(self._pending) * NS_PER_S // self.session_rate))
+            after = len(self._pending) + held  # samples received after this frame's last one
+            out.append((frame, t_ns - after * NS_PER_S // self.session_rate))
         return out
 
 
