@@ -22,7 +22,7 @@ from agent.client.live import LiveOptions, LiveResult, live_session
 from agent.pipeline import Pipeline
 from agent.results import new_run_dir
 
-__all__ = ["DemoSettings", "device_line", "mode_line", "run_demo"]
+__all__ = ["DemoSettings", "agent_url", "device_line", "mode_line", "run_demo"]
 
 HALF_DUPLEX = "half-duplex: the mic is ignored while the agent speaks (use --barge-in with headphones)"
 FULL_DUPLEX = "barge-in: the mic stays open; talk over the agent to interrupt it (use headphones)"
@@ -59,14 +59,15 @@ def device_line(inp: dict[str, Any], out: dict[str, Any]) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _agent_url(settings: DemoSettings, clock: clocks.Clock) -> AsyncIterator[str]:
-    if settings.url is not None:
-        yield settings.url
+async def agent_url(pipeline: Pipeline | None, url: str | None, clock: clocks.Clock) -> AsyncIterator[str]:
+    """The agent to talk to: ``url``, or ``pipeline`` served in-process while the block runs."""
+    if url is not None:
+        yield url
         return
     from agent.server.app import AgentServer
 
-    assert settings.pipeline is not None
-    async with AgentServer(settings.pipeline, clock) as server:
+    assert pipeline is not None
+    async with AgentServer(pipeline, clock) as server:
         yield server.url
 
 
@@ -112,7 +113,7 @@ def run_demo(settings: DemoSettings, out: TextIO = sys.stdout) -> LiveResult:
             return mic, speaker
 
         extra = {"pipeline": settings.pipeline.as_dict()} if settings.pipeline is not None else {}
-        async with _agent_url(settings, clock) as url:
+        async with agent_url(settings.pipeline, settings.url, clock) as url:
             return await live_session(
                 url,
                 clock,

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import wave
 from pathlib import Path
@@ -28,6 +26,7 @@ import pytest
 from agent.audio import frame_rms_dbfs, read_wav, write_wav
 from agent.results import read_turns
 from agent.timeline import LISTENER_HOPS
+from tests.conftest import OutputLines
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("pulseaudio") is None, reason="PulseAudio is not installed"),
@@ -54,29 +53,6 @@ def _caller_wav(text: str, path: Path) -> Path:
     return path
 
 
-class _Lines:
-    """The demo's stdout, line by line, readable with a timeout."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        assert proc.stdout is not None
-        stream = proc.stdout
-        threading.Thread(target=lambda: [self.lines.put(line) for line in stream], daemon=True).start()
-
-    def wait_for(self, prefix: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            self.seen.append(line)
-            if line.startswith(prefix):
-                return line
-        raise AssertionError(f"no line starting {prefix!r} within {timeout} s; got: {self.seen}")
-
-
 def test_demo_answers_through_the_virtual_microphone(tmp_path: Path, virtual_mic: None) -> None:
     from agent import virtual_audio
 
@@ -93,7 +69,7 @@ def test_demo_answers_through_the_virtual_microphone(tmp_path: Path, virtual_mic
             env=env,
         )
         try:
-            out = _Lines(proc)
+            out = OutputLines(proc)
             out.wait_for("listening", timeout=120)  # the default pipeline's models load first
             for i, wav in enumerate(wavs):
                 virtual_audio.play_into_mic_and_wait(wav, timeout=30)
@@ -131,7 +107,7 @@ def test_demo_answers_through_the_virtual_microphone(tmp_path: Path, virtual_mic
     assert (run_dir / "summary.json").exists() and (run_dir / "manifest.json").exists()
 
 
-def _start_demo(args: list[str], run_dir: Path) -> tuple[subprocess.Popen[str], _Lines]:
+def _start_demo(args: list[str], run_dir: Path) -> tuple[subprocess.Popen[str], OutputLines]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "agent.cli", "demo", "--no-hud", *args, "--out", str(run_dir)],
@@ -142,7 +118,7 @@ def _start_demo(args: list[str], run_dir: Path) -> tuple[subprocess.Popen[str], 
         # A background job inherits SIGINT ignored; give the child the default back.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    return proc, _Lines(proc)
+    return proc, OutputLines(proc)
 
 
 def test_barge_in_stops_the_agent_and_measures_the_stop(tmp_path: Path, virtual_mic: None) -> None:

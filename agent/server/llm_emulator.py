@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import errno
 import importlib.util
 import itertools
 import json
@@ -46,7 +45,8 @@ from agent.accelerators import (
     ttft_parts,
 )
 from agent.clock import Clock, Pacer, utc_now
-from agent.errors import ConfigError, ConnectError
+from agent.errors import ConfigError
+from agent.server.http_site import start_site
 from agent.stages.interfaces import LLM, LLMRequest, SessionContext
 from agent.stages.llm import bank_reply, estimate_tokens, tokenize
 
@@ -484,24 +484,14 @@ class LLMEmulatorServer:
         return f"{self.url}/v1"
 
     async def start(self) -> None:
-        runner = web.AppRunner(
+        self._runner, self.port = await start_site(
             self.app,
+            self.host,
+            self.port,
             access_log=logging.getLogger("vlt.llm_emulator.access") if self._access_log else None,
             # Streams in flight at close are cut short rather than waited for.
             shutdown_timeout=0.1,
         )
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            if exc.errno == errno.EADDRINUSE:
-                raise ConnectError(f"cannot listen on {self.host}:{self.port}: port is busy") from None
-            raise ConnectError(f"cannot listen on {self.host}:{self.port}: {exc.strerror}") from None
-        self._runner = runner
-        if self.port == 0:
-            self.port = runner.addresses[0][1]
         log.info("llm emulator on %s with profile %s", self.url, self.profile.name)
 
     async def close(self) -> None:
