@@ -41,7 +41,8 @@ from aiohttp import web
 from agent import __version__
 from agent import clock as clocks
 from agent.client.hud import STATS_WINDOW, turn_line
-from agent.client.live import ONSET_THRESHOLD_DBFS, LiveOptions, LiveResult
+from agent.client.live import ONSET_THRESHOLD_DBFS, PASSING_STATUSES, LiveOptions, LiveResult
+from agent.client.turn_record import listener_latency, marks_since
 from agent.clock import NS_PER_S, utc_now
 from agent.demo import agent_url
 from agent.errors import ConfigError
@@ -50,7 +51,7 @@ from agent.protocol import PROTOCOL_VERSION
 from agent.results import RunWriter, environment, metric_values, new_run_dir, summarize
 from agent.server.http_site import start_site
 from agent.stats import describe
-from agent.timeline import LISTENER_HOPS, LISTENER_V2V_END, V2V_START, analyze
+from agent.timeline import LISTENER_HOPS, LISTENER_V2V_END, V2V_START
 
 __all__ = [
     "DEFAULT_PORT",
@@ -88,8 +89,6 @@ PAGE_VAD: dict[str, float] = {
 #: Statuses a live turn can end with (agent.client.live): the agent's three, plus the
 #: client's ``no_response`` (reply timeout) and ``unfinished`` (the session ended first).
 TURN_STATUSES: tuple[str, ...] = ("ok", "interrupted", "failed", "no_response", "unfinished")
-#: As in agent.client.live: a turn cut short by the user is not the agent's failure.
-_PASSING = frozenset({"ok", "interrupted", "unfinished"})
 
 #: ``latency_ms`` keys a posted record must carry (value: milliseconds or null).
 REQUIRED_LATENCY: tuple[str, ...] = (
@@ -262,17 +261,14 @@ def validate_turn(data: Any) -> dict[str, Any]:
     record.update({k: data[k] for k in _REQUIRED})
 
     _check_against_marks(marks, latency, names)
-    record["passed"] = data["status"] in _PASSING
+    record["passed"] = data["status"] in PASSING_STATUSES
     record["latency_ms"] = dict(latency)
-    record["marks_ns"] = dict(sorted(marks.items(), key=lambda kv: kv[1]))
+    record["marks_ns"] = marks_since(marks, 0)
     return {k: record[k] for k in _KEY_ORDER}
 
 
 def _check_against_marks(marks: Mapping[str, int], latency: Mapping[str, Any], names: list[str]) -> None:
-    timeline = analyze(marks, LISTENER_HOPS, LISTENER_V2V_END)
-    expected: dict[str, float | None] = timeline.as_ms()
-    arrival, end = marks.get("client.first_audio_received"), marks.get(V2V_START)
-    expected["voice_to_voice_arrival"] = None if arrival is None or end is None else (arrival - end) / 1e6
+    timeline, expected = listener_latency(marks)
     for key, want in expected.items():
         got = latency[key]
         if (want is None) != (got is None) or (

@@ -48,6 +48,13 @@ from agent.client.hud import HudState
 from agent.client.live_audio import Microphone, Speaker
 from agent.client.playout_buffer import PlayoutBuffer, Pulled
 from agent.client.recorder import StereoRecorder
+from agent.client.turn_record import (
+    client_marks,
+    listener_latency,
+    llm_tpot_ms,
+    marks_since,
+    stats_fields,
+)
 from agent.clock import NS_PER_S, Clock, utc_now
 from agent.clocksync import OffsetEstimate
 from agent.errors import ConnectError, ProtocolError
@@ -67,15 +74,18 @@ from agent.protocol import (
 from agent.results import RunWriter, environment, metric_values, summarize
 from agent.stages.interfaces import PCM, SessionContext
 from agent.stats import describe
-from agent.timeline import LISTENER_HOPS, LISTENER_V2V_END, analyze
+from agent.timeline import LISTENER_V2V_END
 
 if TYPE_CHECKING:
     from agent.stages.vad_silero import EnergyVAD, SileroVAD
 
-__all__ = ["LiveOptions", "LiveResult", "LiveSession", "live_session", "make_client_vad"]
+__all__ = ["PASSING_STATUSES", "LiveOptions", "LiveResult", "LiveSession", "live_session", "make_client_vad"]
 
 log = logging.getLogger("vlt.live")
 
+#: A live turn passes unless the agent failed it: a turn cut short because the user
+#: ended the session is not the agent's failure.
+PASSING_STATUSES = frozenset({"ok", "interrupted", "unfinished"})
 #: Agent audio counts as audible above this level (the replay client's threshold).
 ONSET_THRESHOLD_DBFS = -40.0
 
@@ -459,29 +469,14 @@ class LiveSession:
         return ended[-1] if ended else None
 
     def _build_record(self, ct: _LiveTurn) -> dict[str, Any]:
-        to_client = self.offset.to_client if self.offset is not None else (lambda t: t)
-        marks = {name: to_client(t) for name, t in ct.server_marks.items()}
-        marks.update(ct.marks)
+        marks = client_marks(ct.server_marks, ct.marks, self.offset)
         utt = self._utterance_for(ct, marks)
         if utt is not None:
             marks["user.speech_start"] = utt.start_ns
             assert utt.end_ns is not None
             marks["user.speech_end"] = utt.end_ns
-        timeline = analyze(marks, LISTENER_HOPS, LISTENER_V2V_END)
-        latency = timeline.as_ms()
-        arrival = marks.get("client.first_audio_received")
-        latency["voice_to_voice_arrival"] = (
-            (arrival - marks["user.speech_end"]) / 1e6
-            if arrival is not None and "user.speech_end" in marks
-            else None
-        )
-        tokens = ct.stats.get("output_tokens")
-        first, done = marks.get("llm.first_token"), marks.get("llm.done")
-        latency["llm_tpot"] = (
-            (done - first) / (tokens - 1) / 1e6
-            if first is not None and done is not None and isinstance(tokens, int) and tokens > 1
-            else None
-        )
+        timeline, latency = listener_latency(marks)
+        latency["llm_tpot"] = llm_tpot_ms(marks, ct.stats)
         barge_in = utt.barge_in if utt is not None else None
         latency["barge_in_stop"] = barge_in["stop_ms"] if barge_in else None
         reply = " ".join(ct.agent_text) or str(ct.stats.get("reply", ""))
@@ -494,16 +489,14 @@ class LiveSession:
             "reply": reply,
             "latency_ms": latency,
             "missing_marks": list(timeline.missing),
-            "marks_ns": {k: v - self.origin_ns for k, v in sorted(marks.items(), key=lambda kv: kv[1])},
-            "llm": {k: v for k, v in ct.stats.items() if k not in ("reply", "transcript", "asr")},
-            "asr": {**ct.stats.get("asr", {}), "partials_received": ct.partials},
+            "marks_ns": marks_since(marks, self.origin_ns),
+            **stats_fields(ct.stats, ct.partials),
             "wer": None,
             "agent_audio_ms": ct.agent_samples * 1000 / self.rate,
             "barge_in": barge_in,
             "playout": {"underruns_total": self.buffer.underruns},
             "expectations": [],
-            # A turn cut short because the user ended the session is not the agent's failure.
-            "passed": ct.status in ("ok", "interrupted", "unfinished"),
+            "passed": ct.status in PASSING_STATUSES,
         }
 
     def _update_status(self) -> None:

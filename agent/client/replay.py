@@ -38,6 +38,7 @@ from websockets.exceptions import ConnectionClosed
 from agent.audio import bytes_to_pcm, find_onset, pcm_to_bytes
 from agent.client.connection import open_session, sync_clock
 from agent.client.recorder import StereoRecorder
+from agent.client.turn_record import client_marks, llm_tpot_ms, marks_since, stats_fields
 from agent.clock import NS_PER_S, Clock, utc_now
 from agent.clocksync import OffsetEstimate
 from agent.errors import ConnectError, ProtocolError
@@ -346,18 +347,10 @@ def build_record(
 ) -> dict[str, Any]:
     """A turn's record: marks on the client clock (ns since the run's origin),
     hop latencies, voice-to-voice, barge-in and expectation results."""
-    to_client = offset.to_client if offset is not None else (lambda t: t)
-    marks = {name: to_client(t) for name, t in ct.server_marks.items()}
-    marks.update(ct.marks)
+    marks = client_marks(ct.server_marks, ct.marks, offset)
     timeline = analyze(marks)
     latency = timeline.as_ms()
-    tokens = ct.stats.get("output_tokens")
-    first, done = marks.get("llm.first_token"), marks.get("llm.done")
-    latency["llm_tpot"] = (
-        (done - first) / (tokens - 1) / 1e6
-        if first is not None and done is not None and isinstance(tokens, int) and tokens > 1
-        else None
-    )
+    latency["llm_tpot"] = llm_tpot_ms(marks, ct.stats)
     barge_in: dict[str, Any] | None = None
     latency["barge_in_stop"] = None
     if ct.turn.barge_in_ms is not None and ct.turn.index > 0:
@@ -397,9 +390,8 @@ def build_record(
         "barge_in_ms": ct.turn.barge_in_ms,
         "latency_ms": latency,
         "missing_marks": list(timeline.missing),
-        "marks_ns": {k: v - origin_ns for k, v in sorted(marks.items(), key=lambda kv: kv[1])},
-        "llm": {k: v for k, v in ct.stats.items() if k not in ("reply", "transcript", "asr")},
-        "asr": {**ct.stats.get("asr", {}), "partials_received": len(ct.partials)},
+        "marks_ns": marks_since(marks, origin_ns),
+        **stats_fields(ct.stats, len(ct.partials)),
         "wer": _wer(ct.turn.text, ct.transcript),
         "agent_audio_ms": ct.agent_samples * 1000 / sample_rate,
         "barge_in": barge_in,
