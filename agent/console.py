@@ -7,7 +7,7 @@ from typing import Any
 
 from agent.timeline import HOP_NAMES
 
-__all__ = ["LEGEND", "format_header", "format_summary", "format_turn"]
+__all__ = ["LEGEND", "SHORT_NAMES", "format_header", "format_summary", "format_turn"]
 
 #: One letter per hop in the waterfall bar; '?' is unaccounted time.
 _LETTERS = {
@@ -20,7 +20,8 @@ _LETTERS = {
     "audio_onset": "O",
     "unaccounted": "?",
 }
-_SHORT = {
+#: Short hop names for narrow columns (the live demo's HUD uses them too).
+SHORT_NAMES = {
     "endpointing": "endpt",
     "asr_finalize": "asr",
     "llm_ttft": "ttft",
@@ -28,6 +29,7 @@ _SHORT = {
     "tts_first_audio": "tts",
     "transport": "net",
     "audio_onset": "onset",
+    "playout": "play",
     "unaccounted": "unacc",
 }
 LEGEND = "  ".join(f"{letter}={name}" for name, letter in _LETTERS.items())
@@ -41,7 +43,7 @@ def _fmt(value: float | None) -> str:
 
 
 def format_header() -> str:
-    cols = "".join(f"{_SHORT[c]:>8}" for c in _COLUMNS)
+    cols = "".join(f"{SHORT_NAMES[c]:>8}" for c in _COLUMNS)
     return f"{'turn':>4} {'status':<11}{cols}{'v2v':>9}  waterfall (1 char = {MS_PER_CHAR:g} ms)"
 
 

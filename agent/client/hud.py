@@ -22,6 +22,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from agent.console import SHORT_NAMES
 from agent.stats import percentile
 from agent.timeline import LISTENER_HOPS
 
@@ -47,19 +48,6 @@ HOP_ORDER: tuple[str, ...] = tuple(h.name for h in LISTENER_HOPS)
 #: have no playout, and a row of "-" there would suggest a mark went missing.
 _OPTIONAL_HOPS = frozenset({"playout"})
 
-#: Short labels, the same as agent.console's replay waterfall plus "play". They are
-#: copied rather than imported because console keeps them private and has no playout.
-_SHORT = {
-    "endpointing": "endpt",
-    "asr_finalize": "asr",
-    "llm_ttft": "ttft",
-    "first_phrase": "phrase",
-    "tts_first_audio": "tts",
-    "transport": "net",
-    "audio_onset": "onset",
-    "playout": "play",
-    "unaccounted": "unacc",
-}
 #: One colour per hop, so a bar can be told apart from its neighbours at a glance.
 _HOP_STYLE = {
     "endpointing": "cyan",
@@ -234,7 +222,7 @@ def render_waterfall(record: Mapping[str, Any]) -> RenderableType:
     for name in (*_hops_of(lat), "unaccounted"):
         value = _number(lat.get(name))
         length = _positive(value)
-        rows.append(_Row(name, _SHORT.get(name, name), value, offset, length, _HOP_STYLE.get(name, "")))
+        rows.append(_Row(name, SHORT_NAMES.get(name, name), value, offset, length, _HOP_STYLE.get(name, "")))
         offset += length
     v2v = _number(lat.get("voice_to_voice"))
     rows.append(_Row(V2V_LABEL, "v2v", v2v, 0.0, _positive(v2v), "bold"))
@@ -267,9 +255,8 @@ def turn_line(record: Mapping[str, Any]) -> str:
     v2v = _number(lat.get("voice_to_voice"))
     parts = [f"turn {record.get('turn', '?')} {record.get('status', '?')}"]
     parts.append("v2v -" if v2v is None else f"v2v {v2v:.1f} ms")
-    parts.append(
-        " ".join(f"{_SHORT.get(h, h)} {_fmt(_number(lat.get(h)))}" for h in (*_hops_of(lat), "unaccounted"))
-    )
+    hops = (*_hops_of(lat), "unaccounted")
+    parts.append(" ".join(f"{SHORT_NAMES.get(h, h)} {_fmt(_number(lat.get(h)))}" for h in hops))
     stop = _number(lat.get("barge_in_stop"))
     if stop is not None:
         parts.append(f"barge-in stop {stop:.1f} ms")
