@@ -17,6 +17,40 @@ PIPELINES = ROOT / "pipelines"
 SCENARIOS = ROOT / "scenarios"
 
 
+#: End-of-turn silence of :func:`live_test_pipeline`'s energy VAD.
+LIVE_TEST_ENDPOINT_MS = 300
+
+
+def live_test_pipeline(words_per_minute: int | None = None) -> str:
+    """A pipeline for live-client tests: an energy VAD (it needs no scenario scripts,
+    which live clients do not send) and emulated ASR, LLM and TTS with fixed timing."""
+    speech_rate = "" if words_per_minute is None else f"words_per_minute = {words_per_minute}\n"
+    return f"""
+name = "live-test"
+description = "energy VAD, emulated ASR/LLM/TTS"
+[audio]
+sample_rate = 16000
+frame_ms = 20
+[vad]
+kind = "energy"
+endpoint_ms = {LIVE_TEST_ENDPOINT_MS}
+[asr]
+kind = "emulated"
+finalize_ms = 150
+[llm]
+kind = "emulated"
+ttft_ms = 200
+tokens_per_s = 100
+jitter = 0.0
+[output]
+lead_ms = 60
+[tts]
+kind = "emulated"
+first_audio_ms = 90
+rtf = 0.2
+{speech_rate}"""
+
+
 @pytest.fixture
 def write_scenario(tmp_path: Path) -> Callable[[str], Path]:
     """Write a scenario YAML into tmp_path and return its path."""

@@ -26,31 +26,9 @@ from agent.client.live_audio import ClockMicrophone, ClockSpeaker
 from agent.pipeline import parse_pipeline
 from agent.server.app import AgentServer
 from agent.timeline import LISTENER_HOPS
+from tests.conftest import live_test_pipeline
 
-PIPELINE = """
-name = "live-test"
-description = "energy VAD, emulated ASR/LLM/TTS"
-[audio]
-sample_rate = 16000
-frame_ms = 20
-[vad]
-kind = "energy"
-endpoint_ms = 300
-[asr]
-kind = "emulated"
-finalize_ms = 150
-[llm]
-kind = "emulated"
-ttft_ms = 200
-tokens_per_s = 100
-jitter = 0.0
-[tts]
-kind = "emulated"
-first_audio_ms = 90
-rtf = 0.2
-[output]
-lead_ms = 60
-"""
+PIPELINE = live_test_pipeline()
 RATE = 16000
 LEAD_IN = np.zeros(RATE * 3 // 10, dtype=np.int16)  # 300 ms of silence before speaking
 

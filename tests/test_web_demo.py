@@ -42,38 +42,13 @@ from agent.web_demo import (
     read_page,
     validate_turn,
 )
-from tests.conftest import OutputLines
+from tests.conftest import LIVE_TEST_ENDPOINT_MS, OutputLines, live_test_pipeline
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 RATE = 16000
-ENDPOINT_MS = 300
-
-PIPELINE = f"""
-name = "web-demo-test"
-description = "energy VAD, emulated ASR/LLM/TTS"
-[audio]
-sample_rate = {RATE}
-frame_ms = 20
-[vad]
-kind = "energy"
-endpoint_ms = {ENDPOINT_MS}
-[asr]
-kind = "emulated"
-finalize_ms = 150
-[llm]
-kind = "emulated"
-ttft_ms = 200
-tokens_per_s = 100
-jitter = 0.0
-[tts]
-kind = "emulated"
-first_audio_ms = 90
-rtf = 0.2
+ENDPOINT_MS = LIVE_TEST_ENDPOINT_MS
 # Fast speech keeps the reply (~2.7 s) inside the silence before the looped utterance returns.
-words_per_minute = 400
-[output]
-lead_ms = 60
-"""
+PIPELINE = live_test_pipeline(words_per_minute=400)
 
 
 # --------------------------------------------------------------------------- records
