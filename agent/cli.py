@@ -820,16 +820,6 @@ def _add_demo_command(commands: Any) -> None:
     )
     dm.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run folders go")
     dm.add_argument("--out", type=Path, default=None, help="exact run folder to write")
-    dm.add_argument(
-        "--web",
-        action="store_true",
-        help="serve the demo as a page for a browser tab (its mic, speaker and an energy VAD) "
-        "instead of using the sound devices here; --input-device, --output-device, --no-hud and "
-        "--client-vad do not apply",
-    )
-    dm.add_argument(
-        "--port", type=int, default=8780, help="--web: port on 127.0.0.1 (default 8780; 0 picks a free one)"
-    )
     dm.set_defaults(func=_cmd_demo)
 
 
@@ -859,14 +849,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         echo_tail_ms=args.echo_tail_ms,
         vad=args.client_vad,
     )
-    if args.web:
-        from agent.web_demo import WebDemoSettings, run_web_demo
-
-        web = WebDemoSettings(pipeline, args.url, options, args.port, args.out, args.runs_dir)
-        result = run_web_demo(web)
-        print(format_summary(result.summary))
-        print(f"results: {result.run_dir}")
-        return EXIT_OK
     settings = DemoSettings(
         pipeline=pipeline,
         url=args.url,

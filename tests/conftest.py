@@ -21,10 +21,9 @@ SCENARIOS = ROOT / "scenarios"
 LIVE_TEST_ENDPOINT_MS = 300
 
 
-def live_test_pipeline(words_per_minute: int | None = None) -> str:
+def live_test_pipeline() -> str:
     """A pipeline for live-client tests: an energy VAD (it needs no scenario scripts,
     which live clients do not send) and emulated ASR, LLM and TTS with fixed timing."""
-    speech_rate = "" if words_per_minute is None else f"words_per_minute = {words_per_minute}\n"
     return f"""
 name = "live-test"
 description = "energy VAD, emulated ASR/LLM/TTS"
@@ -48,7 +47,7 @@ lead_ms = 60
 kind = "emulated"
 first_audio_ms = 90
 rtf = 0.2
-{speech_rate}"""
+"""
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Starting an aiohttp application on a host and port, with the testbed's errors.
 
-Shared by the servers that speak HTTP (the LLM emulator, the web demo): a busy
+For the servers that speak HTTP (the LLM emulator): a busy
 port or another bind failure becomes a one-line :class:`ConnectError`, and
 port 0 reports the port the system picked.
 """
