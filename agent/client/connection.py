@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from agent import __version__
+from agent.audio import bytes_to_pcm
 from agent.clock import Clock
 from agent.clocksync import ClockSample, OffsetEstimate, estimate_offset
 from agent.errors import ConnectError, ProtocolError
 from agent.protocol import PROTOCOL_VERSION, Error, Hello, Ping, Pong, decode, encode
+from agent.stages.interfaces import PCM
 
-__all__ = ["CONNECT_TIMEOUT_S", "open_session", "sync_clock"]
+__all__ = ["CONNECT_TIMEOUT_S", "open_session", "receive_until_closed", "sync_clock"]
 
 CONNECT_TIMEOUT_S = 10.0
 
@@ -71,3 +74,27 @@ async def sync_clock(
         pong, t3 = await send_ping(Ping(t0_ns=t0))
         samples.append(ClockSample(t0, pong.t1_ns, pong.t2_ns, t3))
     return estimate_offset(samples)
+
+
+async def receive_until_closed(
+    ws: ClientConnection,
+    clock: Clock,
+    on_audio: Callable[[PCM, int], None],
+    on_message: Callable[[Any, int], None],
+) -> str:
+    """Hand each of the agent's frames, with its arrival time, to ``on_audio`` or
+    ``on_message`` until the connection ends; returns why it ended."""
+    try:
+        async for data in ws:
+            now = clock.now_ns()
+            if isinstance(data, bytes):
+                on_audio(bytes_to_pcm(data), now)
+            else:
+                on_message(decode(data), now)
+    except ConnectionClosed:
+        pass
+    except ProtocolError as exc:
+        return f"agent broke the protocol: {exc}"
+    code = ws.close_code
+    reason = f"code {code} {ws.close_reason or ''}".strip() if code else "connection lost"
+    return f"agent closed the connection ({reason})"

@@ -42,8 +42,8 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from agent.audio import PhraseResampler, bytes_to_pcm, find_onset, frame_rms_dbfs, pcm_to_bytes
-from agent.client.connection import open_session, sync_clock
+from agent.audio import PhraseResampler, find_onset, frame_rms_dbfs, pcm_to_bytes
+from agent.client.connection import open_session, receive_until_closed, sync_clock
 from agent.client.hud import HudState
 from agent.client.live_audio import Microphone, Speaker
 from agent.client.playout_buffer import PlayoutBuffer, Pulled
@@ -57,7 +57,7 @@ from agent.client.turn_record import (
 )
 from agent.clock import NS_PER_S, Clock, utc_now
 from agent.clocksync import OffsetEstimate
-from agent.errors import ConnectError, ProtocolError
+from agent.errors import ConnectError
 from agent.protocol import (
     AgentText,
     Bye,
@@ -68,7 +68,6 @@ from agent.protocol import (
     Pong,
     ResponseDone,
     Transcript,
-    decode,
     encode,
 )
 from agent.results import RunWriter, environment, metric_values, summarize
@@ -294,21 +293,15 @@ class LiveSession:
     # -- receiving -------------------------------------------------------------
 
     async def receive(self) -> None:
-        try:
-            async for data in self.ws:
-                now = self.clock.now_ns()
-                if isinstance(data, bytes):
-                    self._on_audio(bytes_to_pcm(data), now)
-                else:
-                    self._on_message(decode(data), now)
-                self.on_change()
-        except ConnectionClosed:
-            pass
-        except ProtocolError as exc:
-            self._close(f"agent broke the protocol: {exc}")
-        code = self.ws.close_code
-        reason = f"code {code} {self.ws.close_reason or ''}".strip() if code else "connection lost"
-        self._close(f"agent closed the connection ({reason})")
+        def audio(pcm: PCM, now: int) -> None:
+            self._on_audio(pcm, now)
+            self.on_change()
+
+        def message(message: Any, now: int) -> None:
+            self._on_message(message, now)
+            self.on_change()
+
+        self._close(await receive_until_closed(self.ws, self.clock, audio, message))
 
     def _close(self, reason: str) -> None:
         if not self._closed.done():

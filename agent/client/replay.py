@@ -35,13 +35,13 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from agent.audio import bytes_to_pcm, find_onset, pcm_to_bytes
-from agent.client.connection import open_session, sync_clock
+from agent.audio import find_onset, pcm_to_bytes
+from agent.client.connection import open_session, receive_until_closed, sync_clock
 from agent.client.recorder import StereoRecorder
 from agent.client.turn_record import client_marks, llm_tpot_ms, marks_since, stats_fields
 from agent.clock import NS_PER_S, Clock, utc_now
 from agent.clocksync import OffsetEstimate
-from agent.errors import ConnectError, ProtocolError
+from agent.errors import ConnectError
 from agent.protocol import (
     AgentText,
     Bye,
@@ -52,7 +52,6 @@ from agent.protocol import (
     ResponseDone,
     Script,
     Transcript,
-    decode,
     encode,
 )
 from agent.results import RunWriter, environment, summarize
@@ -148,20 +147,7 @@ class _Replay:
     # -- receiving ---------------------------------------------------------
 
     async def receive(self) -> None:
-        try:
-            async for data in self.ws:
-                now = self.clock.now_ns()
-                if isinstance(data, bytes):
-                    self._on_audio(bytes_to_pcm(data), now)
-                else:
-                    self._on_message(decode(data), now)
-        except ConnectionClosed:
-            pass
-        except ProtocolError as exc:
-            self._close_reason(f"agent broke the protocol: {exc}")
-        code = self.ws.close_code
-        reason = f"code {code} {self.ws.close_reason or ''}".strip() if code else "connection lost"
-        self._close_reason(f"agent closed the connection ({reason})")
+        self._close_reason(await receive_until_closed(self.ws, self.clock, self._on_audio, self._on_message))
 
     def _close_reason(self, reason: str) -> None:
         if not self._closed.done():
