@@ -1,7 +1,7 @@
 """Voice Latency Testbed: measure a streaming voice agent hop by hop.
 
 The package is organised so that time is data (:mod:`agent.clock` is the only
-module that reads a clock), metrics are pure functions (:mod:`agent.timeline`),
+module that reads a clock), metrics are pure functions (:mod:`agent.metrics.timeline`),
 and I/O lives at the edges (:mod:`agent.server`, :mod:`agent.client`).
 """
 

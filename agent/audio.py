@@ -24,9 +24,9 @@ import numpy.typing as npt
 import soxr
 
 from agent.errors import VltError
-from agent.stages.interfaces import PCM
 
 __all__ = [
+    "AUDIBLE_DBFS",
     "PCM",
     "AudioFileError",
     "PhraseResampler",
@@ -41,6 +41,14 @@ __all__ = [
     "to_mono",
     "write_wav",
 ]
+
+#: Mono (or, where a function says so, stereo) 16-bit PCM samples.
+PCM = npt.NDArray[np.int16]
+
+#: The listener rule: sound counts as audible above this level. Every client
+#: (replay, live demo) finds the agent's first audible sample with it, so their
+#: voice-to-voice figures end at the same kind of instant.
+AUDIBLE_DBFS = -40.0
 
 #: Amplitude that 0 dBFS refers to.
 FULL_SCALE = 32768.0
@@ -111,7 +119,7 @@ def _window_samples(sample_rate: int, window_ms: float) -> int:
 
 
 def find_onset(
-    pcm: PCM, sample_rate: int, threshold_dbfs: float = -40.0, window_ms: float = 5.0
+    pcm: PCM, sample_rate: int, threshold_dbfs: float = AUDIBLE_DBFS, window_ms: float = 5.0
 ) -> int | None:
     """Index of the first audible sample of ``pcm``, or ``None`` if nothing is audible.
 
@@ -143,7 +151,7 @@ def find_onset(
 
 
 def speech_bounds(
-    pcm: PCM, sample_rate: int, threshold_dbfs: float = -40.0, window_ms: float = 10.0
+    pcm: PCM, sample_rate: int, threshold_dbfs: float = AUDIBLE_DBFS, window_ms: float = 10.0
 ) -> tuple[int, int] | None:
     """``(first, last + 1)``: where audible sound starts and ends in ``pcm``, or ``None``.
 

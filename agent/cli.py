@@ -106,10 +106,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     from agent import clock as clocks
-    from agent.console import LEGEND, format_header, format_summary, format_turn
-    from agent.pipeline import load_pipeline
-    from agent.runner import run_scenario
-    from agent.scenario import load_scenario
+    from agent.config.scenario import load_scenario
+    from agent.jobs.runner import run_scenario
+    from agent.report.console import LEGEND, format_header, format_summary, format_turn
+    from agent.stages.pipeline import load_pipeline
 
     scenario = load_scenario(args.scenario)
     pipeline = None
@@ -150,8 +150,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 def _cmd_serve_agent(args: argparse.Namespace) -> int:
     from agent import clock as clocks
-    from agent.pipeline import load_pipeline
     from agent.server.app import AgentServer
+    from agent.stages.pipeline import load_pipeline
 
     pipeline = load_pipeline(resolve_pipeline(args.pipeline))
 
@@ -170,7 +170,7 @@ def _cmd_serve_agent(args: argparse.Namespace) -> int:
 
 def _add_llm_emulator_commands(commands: Any, servers: Any) -> None:
     # Not from agent.server.llm_emulator: that would import aiohttp on every `vlt` call.
-    from agent.accelerators import DEFAULT_PROFILE
+    from agent.config.accelerators import DEFAULT_PROFILE
 
     ep = servers.add_parser(
         "llm-emulator",
@@ -217,7 +217,7 @@ def _add_llm_emulator_commands(commands: Any, servers: Any) -> None:
 
 def _cmd_serve_llm_emulator(args: argparse.Namespace) -> int:
     from agent import clock as clocks
-    from agent.accelerators import add_profiles, get_profile, stream_tokens_per_s, with_overrides
+    from agent.config.accelerators import add_profiles, get_profile, stream_tokens_per_s, with_overrides
     from agent.server.llm_emulator import LLMEmulatorServer, make_text_source
 
     if args.profiles_file is not None:
@@ -265,7 +265,7 @@ def _cmd_serve_llm_emulator(args: argparse.Namespace) -> int:
 
 
 def _cmd_profiles(args: argparse.Namespace) -> int:
-    from agent.accelerators import PROFILES, format_profiles_table, load_profiles
+    from agent.config.accelerators import PROFILES, format_profiles_table, load_profiles
 
     profiles = load_profiles(args.profiles_file) if args.profiles_file is not None else PROFILES
     print(format_profiles_table(profiles, markdown=args.markdown))
@@ -354,7 +354,7 @@ def _add_regression_commands(commands: Any) -> None:
 
 
 def _cmd_baseline_save(args: argparse.Namespace) -> int:
-    from agent.baseline import from_runs, save_baseline
+    from agent.metrics.baseline import from_runs, save_baseline
 
     baseline = from_runs(args.run_dirs)
     path = save_baseline(baseline, args.output)
@@ -373,9 +373,9 @@ def _split_list(text: str | None) -> tuple[str, ...] | None:
 
 
 def _cmd_regress(args: argparse.Namespace) -> int:
-    from agent import baseline as baselines
-    from agent import regress
-    from agent.regress_output import format_table, junit_xml, markdown_summary
+    from agent.metrics import baseline as baselines
+    from agent.metrics import regress
+    from agent.report.regress_output import format_table, junit_xml, markdown_summary
 
     base = baselines.load_baseline(args.baseline)
     try:
@@ -433,12 +433,12 @@ def _cmd_regress(args: argparse.Namespace) -> int:
 
 
 def _run_candidate(args: argparse.Namespace, base: Any) -> Any:
-    from agent import baseline as baselines
     from agent import clock as clocks
-    from agent.pipeline import load_pipeline
-    from agent.results import new_run_dir
-    from agent.runner import run_scenario
-    from agent.scenario import load_scenario
+    from agent.config.scenario import load_scenario
+    from agent.jobs.runner import run_scenario
+    from agent.metrics import baseline as baselines
+    from agent.metrics.results import new_run_dir
+    from agent.stages.pipeline import load_pipeline
 
     scenario = load_scenario(args.scenario)
     pipeline = None
@@ -494,8 +494,8 @@ def _add_service_commands(servers: Any) -> None:
 
 def _cmd_serve_service(args: argparse.Namespace) -> int:
     from agent import clock as clocks
-    from agent.pipeline import load_pipeline
     from agent.server.services import StageService
+    from agent.stages.pipeline import load_pipeline
 
     pipeline = load_pipeline(resolve_pipeline(args.pipeline))
 
@@ -514,7 +514,7 @@ def _cmd_serve_service(args: argparse.Namespace) -> int:
 
 
 def _add_sweep_commands(commands: Any) -> None:
-    from agent.sweep import DEFAULT_TPS, DEFAULT_TTFT_MS
+    from agent.jobs.sweep import DEFAULT_TPS, DEFAULT_TTFT_MS
 
     sw = commands.add_parser(
         "sweep",
@@ -579,13 +579,10 @@ def _floats(text: str | None, default: Sequence[float], what: str) -> list[float
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from agent import clock as clocks
-    from agent.accelerators import PROFILES
-    from agent.latency_model import knee_sentence
-    from agent.pipeline import load_pipeline
-    from agent.report import write_sweep_plots
-    from agent.results import new_run_dir
-    from agent.scenario import load_scenario
-    from agent.sweep import (
+    from agent.config.accelerators import PROFILES
+    from agent.config.scenario import load_scenario
+    from agent.jobs.latency_model import knee_sentence
+    from agent.jobs.sweep import (
         DEFAULT_TPS,
         DEFAULT_TTFT_MS,
         Progress,
@@ -595,6 +592,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         read_sweep,
         run_sweep,
     )
+    from agent.metrics.results import new_run_dir
+    from agent.report.build import write_sweep_plots
+    from agent.stages.pipeline import load_pipeline
 
     if args.repeat < 1:
         raise ConfigError(f"--repeat must be >= 1, got {args.repeat}")
@@ -666,7 +666,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from agent.report import build_report
+    from agent.report.build import build_report
 
     text = build_report(args.folder, args.format, args.output)
     output = args.output
@@ -681,7 +681,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# -- audio devices and the virtual microphone (agent/client/sound_devices.py, agent/virtual_audio.py)
+# -- audio devices and the virtual microphone (agent/client/sound_devices.py, agent/client/virtual_audio.py)
 
 
 def _add_audio_device_commands(commands: Any) -> None:
@@ -698,7 +698,7 @@ def _add_audio_device_commands(commands: Any) -> None:
         help="a virtual microphone and speaker on PulseAudio (no hardware needed)",
         description="Manage a virtual microphone (PulseAudio source vlt_mic, fed by sink vlt_mic_sink) "
         "and speaker (sink vlt_speaker), made the default devices; for tests, CI and machines "
-        "without audio hardware (agent/virtual_audio.py).",
+        "without audio hardware (agent/client/virtual_audio.py).",
     )
     actions = vp.add_subparsers(dest="action", metavar="ACTION", required=True)
     start = actions.add_parser(
@@ -741,14 +741,14 @@ def _cmd_devices(args: argparse.Namespace) -> int:
 
 
 def _cmd_virtual_mic_start(args: argparse.Namespace) -> int:
-    from agent import virtual_audio
+    from agent.client import virtual_audio
 
     print(virtual_audio.start(args.rate).describe())
     return EXIT_OK
 
 
 def _cmd_virtual_mic_stop(args: argparse.Namespace) -> int:
-    from agent import virtual_audio
+    from agent.client import virtual_audio
 
     after = virtual_audio.stop()
     if after.daemon_running:
@@ -759,7 +759,7 @@ def _cmd_virtual_mic_stop(args: argparse.Namespace) -> int:
 
 
 def _cmd_virtual_mic_status(args: argparse.Namespace) -> int:
-    from agent import virtual_audio
+    from agent.client import virtual_audio
 
     now = virtual_audio.status()
     print(now.describe())
@@ -767,14 +767,14 @@ def _cmd_virtual_mic_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_virtual_mic_play(args: argparse.Namespace) -> int:
-    from agent import virtual_audio
+    from agent.client import virtual_audio
 
     virtual_audio.play_into_mic_and_wait(args.wav)
     print(f"played {args.wav} into {virtual_audio.MIC_SOURCE}")
     return EXIT_OK
 
 
-# -- the live microphone demo (agent/demo.py, agent/client/live.py)
+# -- the live microphone demo (agent/jobs/demo.py, agent/client/live.py)
 
 
 def _add_demo_command(commands: Any) -> None:
@@ -832,9 +832,9 @@ def _positive_int(text: str) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from agent.client.live import LiveOptions
-    from agent.console import format_summary
-    from agent.demo import DemoSettings, run_demo
-    from agent.pipeline import load_pipeline
+    from agent.jobs.demo import DemoSettings, run_demo
+    from agent.report.console import format_summary
+    from agent.stages.pipeline import load_pipeline
 
     for name in ("prebuffer_ms", "echo_tail_ms", "duration"):
         value = getattr(args, name)

@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from agent.pipeline import Pipeline
-    from agent.scenario import Scenario
+    from agent.config.scenario import Scenario
+    from agent.stages.pipeline import Pipeline
 
 __all__ = [
     "LatencyRun",
@@ -66,16 +66,16 @@ class LatencyRun:
 
     def values(self, metric: str) -> list[float]:
         """The metric's values (ms) over the turns that measured it."""
-        from agent.regress import resolve_metric
-        from agent.results import metric_values
+        from agent.metrics.regress import resolve_metric
+        from agent.metrics.results import metric_values
 
         return metric_values(self.records, resolve_metric(metric))
 
 
 def parse_budget_key(key: str) -> tuple[str, str]:
     """``"v2v_p95_ms"`` → ``("voice_to_voice", "p95")``; ``ValueError`` naming the valid metrics."""
-    from agent.regress import METRIC_ALIASES, parse_stat, resolve_metric
-    from agent.results import METRICS
+    from agent.metrics.regress import METRIC_ALIASES, parse_stat, resolve_metric
+    from agent.metrics.results import METRICS
 
     match = _KEY.fullmatch(key)
     valid = ", ".join((*METRICS, *METRIC_ALIASES))
@@ -107,8 +107,8 @@ def _parse_marker(mark: pytest.Mark) -> dict[tuple[str, str], float]:
 
 def check_budgets(runs: list[LatencyRun], budgets: Mapping[tuple[str, str], float]) -> list[str]:
     """One message per exceeded budget, over the pooled samples of ``runs``."""
-    from agent.regress import stat_value
-    from agent.results import metric_values
+    from agent.metrics.regress import stat_value
+    from agent.metrics.results import metric_values
 
     records = [r for run in runs for r in run.records]
     problems = []
@@ -142,9 +142,9 @@ class Replayer:
         overrides: Mapping[str, Any] | None,
     ) -> tuple[Scenario, Pipeline | None, bool, Path]:
         from agent.cli import DEFAULT_PIPELINE, VIRTUAL_DEFAULT_PIPELINE, resolve_pipeline
+        from agent.config.scenario import Scenario, load_scenario
         from agent.errors import ConfigError
-        from agent.pipeline import Pipeline, load_pipeline
-        from agent.scenario import Scenario, load_scenario
+        from agent.stages.pipeline import Pipeline, load_pipeline
 
         if pipeline is not None and url is not None:
             raise ConfigError("give vlt_replay either a pipeline or a url, not both")
@@ -192,7 +192,7 @@ class Replayer:
     ) -> LatencyRun:
         """Replay and wait for the result (virtual time by default; real time with ``url``)."""
         from agent import clock as clocks
-        from agent.runner import run_scenario
+        from agent.jobs.runner import run_scenario
 
         scen, pipe, virtual, run_dir = self._prepare(scenario, pipeline, url, clock, overrides)
 
@@ -231,7 +231,7 @@ class Replayer:
     ) -> LatencyRun:
         """The same, for async tests: never blocks the test's event loop."""
         from agent import clock as clocks
-        from agent.runner import run_scenario
+        from agent.jobs.runner import run_scenario
 
         scen, pipe, virtual, run_dir = self._prepare(scenario, pipeline, url, clock, overrides)
         if virtual:

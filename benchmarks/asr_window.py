@@ -26,10 +26,10 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from agent.audio import frame_rms_dbfs, resample  # noqa: E402
-from agent.scenario import load_scenario  # noqa: E402
+from agent.config.scenario import load_scenario  # noqa: E402
+from agent.metrics.wer import corpus_wer  # noqa: E402
 from agent.stages.asr_whisper import load_model  # noqa: E402
 from agent.stages.tts_piper import load_voice, synthesis_config  # noqa: E402
-from agent.wer import corpus_wer  # noqa: E402
 
 RATE, FRAME = 16000, 320
 SETTINGS = (("fit", 1.0), ("fit", 2.0), ("fit", 3.0), ("full", 0.0))

@@ -36,11 +36,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent.audio import PCM, read_wav, resample, speech_bounds  # noqa: E402
+from agent.client.user_speech import render_user_audio  # noqa: E402
 from agent.clock import MonotonicClock  # noqa: E402
-from agent.scenario import load_scenario  # noqa: E402
+from agent.config.scenario import load_scenario  # noqa: E402
 from agent.stages.interfaces import SessionContext  # noqa: E402
 from agent.stages.vad_silero import EnergyVAD, EnergyVADConfig, SileroVAD, SileroVADConfig  # noqa: E402
-from agent.user_speech import render_user_audio  # noqa: E402
 
 RATE, FRAME = 16000, 320
 NEVER_MS = 60_000.0

@@ -17,7 +17,7 @@ The two figures differ by design in three places:
   outside both figures; they are printed for reference.
 
 Run:  .venv/bin/python benchmarks/live_vs_replay.py [--pipeline default] [--out runs/live-vs-replay]
-(needs PulseAudio; starts the virtual microphone with agent.virtual_audio.start()).
+(needs PulseAudio; starts the virtual microphone with agent.client.virtual_audio.start()).
 """
 
 from __future__ import annotations
@@ -41,11 +41,11 @@ sys.path.insert(0, str(ROOT))
 
 from agent import virtual_audio  # noqa: E402
 from agent.audio import write_wav  # noqa: E402
-from agent.results import metric_values, read_turns  # noqa: E402
-from agent.scenario import load_scenario  # noqa: E402
-from agent.stats import describe  # noqa: E402
-from agent.timeline import HOP_NAMES  # noqa: E402
-from agent.user_speech import render_user_audio  # noqa: E402
+from agent.client.user_speech import render_user_audio  # noqa: E402
+from agent.config.scenario import load_scenario  # noqa: E402
+from agent.metrics.results import metric_values, read_turns  # noqa: E402
+from agent.metrics.stats import describe  # noqa: E402
+from agent.metrics.timeline import HOP_NAMES  # noqa: E402
 
 SCENARIO = ROOT / "scenarios" / "restaurant-booking.yaml"
 ROWS = (*HOP_NAMES, "playout", "unaccounted", "voice_to_voice", "voice_to_voice_arrival")
@@ -151,14 +151,18 @@ def main() -> None:
         if a["latency_ms"]["voice_to_voice"] is not None and b["latency_ms"]["voice_to_voice"] is not None
     ]
     diffs = describe([x - y for x, y in paired])
-    print(f"paired v2v (live - replay), {diffs['n']} turns: mean {_fmt(diffs['mean'])}, "
-          f"p50 {_fmt(diffs['p50'])}, min {_fmt(diffs['min'])}, max {_fmt(diffs['max'])} ms")
+    print(
+        f"paired v2v (live - replay), {diffs['n']} turns: mean {_fmt(diffs['mean'])}, "
+        f"p50 {_fmt(diffs['p50'])}, min {_fmt(diffs['min'])}, max {_fmt(diffs['max'])} ms"
+    )
     numbers["paired_v2v_diff"] = diffs
     devices = manifest.get("devices", {})
     for kind in ("input", "output"):
         d = devices.get(kind, {})
-        print(f"{kind} device: {d.get('device')} {d.get('rate')} Hz, block {d.get('block_ms')} ms, "
-              f"PortAudio latency {_fmt(d.get('latency_ms'))} ms")
+        print(
+            f"{kind} device: {d.get('device')} {d.get('rate')} Hz, block {d.get('block_ms')} ms, "
+            f"PortAudio latency {_fmt(d.get('latency_ms'))} ms"
+        )
     print(f"playout buffer: {manifest.get('playout')}")
     print(f"load average at start {load:.2f}; runs in {args.out}")
     (args.out / "comparison.json").write_text(json.dumps(numbers, indent=2))

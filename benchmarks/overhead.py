@@ -36,9 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent import clock as clocks  # noqa: E402
-from agent.pipeline import load_pipeline, parse_pipeline  # noqa: E402
-from agent.runner import run_scenario  # noqa: E402
-from agent.scenario import Scenario, load_scenario  # noqa: E402
+from agent.config.scenario import Scenario, load_scenario  # noqa: E402
+from agent.jobs.runner import run_scenario  # noqa: E402
+from agent.stages.pipeline import load_pipeline, parse_pipeline  # noqa: E402
 
 ZERO_PIPELINE = """
 name = "zero-latency"

@@ -31,9 +31,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent.accelerators import get_profile  # noqa: E402
 from agent.audio import speech_bounds  # noqa: E402
 from agent.clock import MonotonicClock  # noqa: E402
+from agent.config.accelerators import get_profile  # noqa: E402
 from agent.stages.chunker import ChunkerConfig, PhraseChunker  # noqa: E402
 from agent.stages.interfaces import SessionContext  # noqa: E402
 from agent.stages.llm import tokenize  # noqa: E402

@@ -23,9 +23,9 @@ from agent.audio import (
     speechlike,
     write_wav,
 )
+from agent.client.user_speech import USER_PITCH_HZ, UserUtterance, render_user_audio
 from agent.errors import VltError
 from agent.stages.tts_piper import piper_available
-from agent.user_speech import USER_PITCH_HZ, UserUtterance, render_user_audio
 
 RATE = 16_000
 SENTENCE = (

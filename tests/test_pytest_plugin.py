@@ -163,7 +163,7 @@ def test_replays_a_running_agent_by_url_in_real_time(pytester: pytest.Pytester, 
         HEADER
         + f"""
 from agent import clock as clocks
-from agent.pipeline import load_pipeline
+from agent.stages.pipeline import load_pipeline
 from agent.server.app import AgentServer
 
 @pytest.mark.asyncio

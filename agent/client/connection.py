@@ -10,12 +10,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from agent import __version__
-from agent.audio import bytes_to_pcm
+from agent.audio import PCM, bytes_to_pcm
 from agent.clock import Clock
-from agent.clocksync import ClockSample, OffsetEstimate, estimate_offset
 from agent.errors import ConnectError, ProtocolError
-from agent.protocol import PROTOCOL_VERSION, Error, Hello, Ping, Pong, decode, encode
-from agent.stages.interfaces import PCM
+from agent.metrics.clocksync import ClockSample, OffsetEstimate, estimate_offset
+from agent.wire.protocol import PROTOCOL_VERSION, Error, Hello, Ping, Pong, decode, encode
 
 __all__ = ["CONNECT_TIMEOUT_S", "open_session", "receive_until_closed", "sync_clock"]
 

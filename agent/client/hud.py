@@ -22,9 +22,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from agent.console import SHORT_NAMES
-from agent.stats import percentile
-from agent.timeline import LISTENER_HOPS
+from agent.metrics.stats import percentile
+from agent.metrics.timeline import LISTENER_HOPS, SHORT_NAMES
 
 __all__ = [
     "HOP_ORDER",
@@ -237,7 +236,7 @@ def rolling_stats(
 ) -> dict[str, float | None]:
     """n, p50 and p95 of voice-to-voice (ms) over the last ``window`` records that have one.
 
-    Percentiles are agent.stats' (linear interpolation, numpy's default), the same
+    Percentiles are agent.metrics.stats' (linear interpolation, numpy's default), the same
     as the run summary, so the HUD and the summary agree on the same turns.
     """
     if window < 1:

@@ -42,7 +42,7 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from agent.audio import PhraseResampler, find_onset, frame_rms_dbfs, pcm_to_bytes
+from agent.audio import PCM, PhraseResampler, find_onset, frame_rms_dbfs, pcm_to_bytes
 from agent.client.connection import open_session, receive_until_closed, sync_clock
 from agent.client.hud import HudState
 from agent.client.live_audio import Microphone, Speaker
@@ -56,9 +56,13 @@ from agent.client.turn_record import (
     stats_fields,
 )
 from agent.clock import NS_PER_S, Clock, utc_now
-from agent.clocksync import OffsetEstimate
 from agent.errors import ConnectError
-from agent.protocol import (
+from agent.metrics.clocksync import OffsetEstimate
+from agent.metrics.results import RunWriter, environment, metric_values, summarize
+from agent.metrics.stats import describe
+from agent.metrics.timeline import LISTENER_V2V_END
+from agent.stages.interfaces import SessionContext
+from agent.wire.protocol import (
     AgentText,
     Bye,
     Error,
@@ -70,10 +74,6 @@ from agent.protocol import (
     Transcript,
     encode,
 )
-from agent.results import RunWriter, environment, metric_values, summarize
-from agent.stages.interfaces import PCM, SessionContext
-from agent.stats import describe
-from agent.timeline import LISTENER_V2V_END
 
 if TYPE_CHECKING:
     from agent.stages.vad_silero import EnergyVAD, SileroVAD
@@ -85,8 +85,6 @@ log = logging.getLogger("vlt.live")
 #: A live turn passes unless the agent failed it: a turn cut short because the user
 #: ended the session is not the agent's failure.
 PASSING_STATUSES = frozenset({"ok", "interrupted", "unfinished"})
-#: Agent audio counts as audible above this level (the replay client's threshold).
-ONSET_THRESHOLD_DBFS = -40.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,9 +147,7 @@ class _LiveTurn:
     resampler: PhraseResampler | None = None
 
 
-def make_client_vad(
-    kind: str, clock: Clock, rate: int, frame: int
-) -> tuple[SileroVAD | EnergyVAD, str]:
+def make_client_vad(kind: str, clock: Clock, rate: int, frame: int) -> tuple[SileroVAD | EnergyVAD, str]:
     """The client's VAD and a note when it had to fall back to ``energy``."""
     from agent.stages.vad_silero import EnergyVAD, EnergyVADConfig, SileroVAD, SileroVADConfig
 
@@ -231,9 +227,7 @@ class LiveSession:
         silence = np.zeros(self.frame, dtype=np.int16)
         async for pcm, t_end in self.mic.frames():
             now = self.clock.now_ns()
-            muted = not self.options.barge_in and (
-                self.buffer.active or now < self._heard_until_ns + tail_ns
-            )
+            muted = not self.options.barge_in and (self.buffer.active or now < self._heard_until_ns + tail_ns)
             sent = silence if muted else pcm
             self._muted_frames += muted
             await self.ws.send(pcm_to_bytes(sent))
@@ -328,7 +322,7 @@ class LiveSession:
         self._arrival_end_ns = start + len(pcm) * NS_PER_S // self.rate
         onset = None
         if "client.first_audio_received" not in ct.marks:
-            onset = find_onset(pcm, self.rate, ONSET_THRESHOLD_DBFS)
+            onset = find_onset(pcm, self.rate)
             if onset is not None:
                 ct.marks["client.first_audio_received"] = start + onset * NS_PER_S // self.rate
         self._push(ct, pcm, onset)

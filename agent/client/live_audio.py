@@ -31,9 +31,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from agent.audio import PCM
 from agent.client.playout_buffer import PlayoutBuffer, Pulled
 from agent.clock import NS_PER_S, Clock
-from agent.stages.interfaces import PCM
 
 __all__ = [
     "ClockMicrophone",

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.stages.interfaces import PCM
+from agent.audio import PCM
 
 __all__ = ["Chunk", "PlayEvent", "PlayoutBuffer", "Pulled"]
 

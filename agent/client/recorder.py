@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.audio import write_wav
-from agent.stages.interfaces import PCM
+from agent.audio import PCM, write_wav
 
 __all__ = ["StereoRecorder"]
 

@@ -35,14 +35,19 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from agent.audio import find_onset, pcm_to_bytes
+from agent.audio import PCM, find_onset, pcm_to_bytes
 from agent.client.connection import open_session, receive_until_closed, sync_clock
 from agent.client.recorder import StereoRecorder
 from agent.client.turn_record import client_marks, llm_tpot_ms, marks_since, stats_fields
+from agent.client.user_speech import UserUtterance, render_user_audio
 from agent.clock import NS_PER_S, Clock, utc_now
-from agent.clocksync import OffsetEstimate
+from agent.config.scenario import Scenario, Turn
 from agent.errors import ConnectError
-from agent.protocol import (
+from agent.metrics.clocksync import OffsetEstimate
+from agent.metrics.results import RunWriter, environment, summarize
+from agent.metrics.timeline import analyze
+from agent.metrics.wer import wer_counts
+from agent.wire.protocol import (
     AgentText,
     Bye,
     Error,
@@ -54,19 +59,11 @@ from agent.protocol import (
     Transcript,
     encode,
 )
-from agent.results import RunWriter, environment, summarize
-from agent.scenario import Scenario, Turn
-from agent.stages.interfaces import PCM
-from agent.timeline import analyze
-from agent.user_speech import UserUtterance, render_user_audio
-from agent.wer import wer_counts
 
 __all__ = ["ReplayOptions", "ReplayResult", "replay"]
 
 log = logging.getLogger("vlt.replay")
 
-#: Agent audio counts as audible above this level (about -40 dBFS).
-ONSET_THRESHOLD_DBFS = -40.0
 #: Silence recorded after the last reply, so the recording ends cleanly.
 TAIL_MS = 300
 
@@ -166,7 +163,7 @@ class _Replay:
         ct.playout_end_ns = self._playout_end_ns
         ct.agent_samples += len(pcm)
         if not ct.audible.is_set():
-            onset = find_onset(pcm, self.rate, ONSET_THRESHOLD_DBFS)
+            onset = find_onset(pcm, self.rate)
             if onset is not None:
                 ct.marks["client.first_audio_received"] = start + onset * NS_PER_S // self.rate
                 ct.audible.set()

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from agent.clocksync import OffsetEstimate
-from agent.timeline import LISTENER_HOPS, LISTENER_V2V_END, V2V_START, TurnTimeline, analyze
+from agent.metrics.clocksync import OffsetEstimate
+from agent.metrics.timeline import LISTENER_HOPS, LISTENER_V2V_END, V2V_START, TurnTimeline, analyze
 
 __all__ = ["client_marks", "listener_latency", "llm_tpot_ms", "marks_since", "stats_fields"]
 

@@ -8,9 +8,9 @@ import logging
 from websockets.asyncio.server import ServerConnection
 
 from agent.clock import Clock
-from agent.pipeline import Pipeline
 from agent.server.listener import MAX_MESSAGE_BYTES, WebsocketListener
 from agent.server.session import AgentSession
+from agent.stages.pipeline import Pipeline
 
 __all__ = ["MAX_MESSAGE_BYTES", "AgentServer"]
 

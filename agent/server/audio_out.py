@@ -13,9 +13,8 @@ from collections.abc import Awaitable, Callable
 
 import numpy as np
 
-from agent.audio import pcm_to_bytes
+from agent.audio import PCM, pcm_to_bytes
 from agent.clock import NS_PER_S, Clock
-from agent.stages.interfaces import PCM
 
 __all__ = ["AudioOut"]
 

@@ -6,7 +6,7 @@ response), ``GET /v1/models`` and ``GET /health``, served by aiohttp. Any client
 pointed at it and sees a server that behaves, in time, like the profile: TTFT
 from queueing + prefill + base latency, then tokens at the profile's decode
 speed, slowing down as concurrent streams share the emulated accelerator
-(:mod:`agent.accelerators` has the model; it is the same code the in-process
+(:mod:`agent.config.accelerators` has the model; it is the same code the in-process
 ``emulated`` LLM stage uses).
 
 Time is read and slept on only through the injected :class:`~agent.clock.Clock`,
@@ -36,7 +36,8 @@ from typing import Any, Protocol
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from agent.accelerators import (
+from agent.clock import Clock, Pacer, utc_now
+from agent.config.accelerators import (
     DEFAULT_PROFILE,
     AcceleratorProfile,
     TokenTimer,
@@ -44,7 +45,6 @@ from agent.accelerators import (
     stream_tokens_per_s,
     ttft_parts,
 )
-from agent.clock import Clock, Pacer, utc_now
 from agent.errors import ConfigError
 from agent.server.http_site import start_site
 from agent.stages.interfaces import LLM, LLMRequest, SessionContext

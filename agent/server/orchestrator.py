@@ -18,15 +18,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from agent.audio import PhraseResampler
+from agent.audio import PCM, PhraseResampler
 from agent.clock import Clock
 from agent.errors import BackendError
-from agent.protocol import AgentText, Message, Script, Transcript
+from agent.metrics.stats import describe
 from agent.server.audio_out import AudioOut
 from agent.stages.chunker import ChunkerConfig, PhraseChunker
-from agent.stages.interfaces import ASR, LLM, PCM, TTS, LLMDelta, LLMRequest
+from agent.stages.interfaces import ASR, LLM, TTS, LLMDelta, LLMRequest
 from agent.stages.llm import estimate_tokens
-from agent.stats import describe
+from agent.wire.protocol import AgentText, Message, Script, Transcript
 
 __all__ = ["Conversation", "TurnMarks", "TurnResult", "respond", "stamped"]
 

@@ -1,7 +1,7 @@
 """Standalone ASR and TTS services: one pipeline stage behind a websocket.
 
 ``vlt serve asr --pipeline P`` serves P's ``[asr]`` stage and ``vlt serve tts
---pipeline P`` its ``[tts]`` stage, speaking :mod:`agent.service_protocol`.
+--pipeline P`` its ``[tts]`` stage, speaking :mod:`agent.wire.service_protocol`.
 Each connection gets its own stage instance (like an agent session); heavy
 models inside a stage kind are shared per process as usual. The stage kinds
 ``remote-asr`` and ``remote-tts`` are the clients.
@@ -26,11 +26,13 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from agent import __version__
-from agent.audio import bytes_to_pcm, pcm_to_bytes
+from agent.audio import PCM, bytes_to_pcm, pcm_to_bytes
 from agent.clock import Clock
 from agent.errors import BackendError, ProtocolError, VltError
-from agent.pipeline import Pipeline
-from agent.protocol import (
+from agent.server.listener import MAX_MESSAGE_BYTES, WebsocketListener
+from agent.stages.interfaces import SessionContext
+from agent.stages.pipeline import Pipeline
+from agent.wire.protocol import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_UNSUPPORTED_DATA,
@@ -39,9 +41,7 @@ from agent.protocol import (
     Script,
     check_pcm_frame,
 )
-from agent.server.listener import MAX_MESSAGE_BYTES, WebsocketListener
-from agent.service_protocol import SERVICE_PROTOCOL_VERSION, SERVICES, decode, encode, script_from_dict
-from agent.stages.interfaces import PCM, SessionContext
+from agent.wire.service_protocol import SERVICE_PROTOCOL_VERSION, SERVICES, decode, encode, script_from_dict
 
 __all__ = ["HANDSHAKE_TIMEOUT_S", "MAX_CHUNK_MS", "StageService"]
 

@@ -19,8 +19,11 @@ from agent import __version__
 from agent.audio import PhraseResampler, bytes_to_pcm
 from agent.clock import Clock
 from agent.errors import BackendError, ProtocolError, VltError
-from agent.pipeline import Pipeline
-from agent.protocol import (
+from agent.server.audio_out import AudioOut
+from agent.server.orchestrator import Conversation, TurnMarks, TurnResult, respond
+from agent.stages.interfaces import SessionContext, VadEvent
+from agent.stages.pipeline import Pipeline
+from agent.wire.protocol import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_UNSUPPORTED_DATA,
@@ -42,9 +45,6 @@ from agent.protocol import (
     decode,
     encode,
 )
-from agent.server.audio_out import AudioOut
-from agent.server.orchestrator import Conversation, TurnMarks, TurnResult, respond
-from agent.stages.interfaces import SessionContext, VadEvent
 
 __all__ = ["HANDSHAKE_TIMEOUT_S", "AgentSession"]
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from agent.audio import PCM
 from agent.clock import Pacer
-from agent.protocol import Script
-from agent.stages.interfaces import PCM, SessionContext
+from agent.stages.interfaces import SessionContext
+from agent.wire.protocol import Script
 
 __all__ = ["EmulatedASR", "EmulatedASRConfig"]
 

@@ -58,10 +58,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from agent.audio import FULL_SCALE, frame_rms_dbfs, resample
+from agent.audio import FULL_SCALE, PCM, frame_rms_dbfs, resample
 from agent.errors import BackendError, ConfigError
-from agent.protocol import Script
-from agent.stages.interfaces import PCM, SessionContext
+from agent.stages.interfaces import SessionContext
+from agent.wire.protocol import Script
 
 __all__ = [
     "WHISPER_RATE",

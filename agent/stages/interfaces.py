@@ -6,16 +6,13 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-import numpy as np
-import numpy.typing as npt
-
+from agent.audio import PCM
 from agent.clock import Clock
-from agent.protocol import Script
+from agent.wire.protocol import Script
 
 __all__ = [
     "ASR",
     "LLM",
-    "PCM",
     "TTS",
     "VAD",
     "LLMDelta",
@@ -24,9 +21,6 @@ __all__ = [
     "SessionContext",
     "VadEvent",
 ]
-
-#: Mono 16-bit PCM samples.
-PCM = npt.NDArray[np.int16]
 
 
 class ScriptBook:

@@ -2,7 +2,7 @@
 
 ``emulated``: streams a reply with a configurable time to first token, decode
 speed and jitter — set directly, or taken from an accelerator profile
-(:mod:`agent.accelerators`), whose timing model it shares with the
+(:mod:`agent.config.accelerators`), whose timing model it shares with the
 OpenAI-compatible emulator server. The text is the scenario's scripted reply
 for the turn, or one from a small built-in bank. Tokens approximate a BPE
 tokenizer (a word piece with its leading space, punctuation separate), so
@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.accelerators import PROFILE_CHOICES, AcceleratorProfile, get_profile, token_schedule_ns
 from agent.clock import Pacer
+from agent.config.accelerators import PROFILE_CHOICES, AcceleratorProfile, get_profile, token_schedule_ns
 from agent.errors import BackendError, ConfigError
 from agent.stages.interfaces import LLMDelta, LLMRequest, SessionContext
 

@@ -35,8 +35,8 @@ from urllib.parse import urlsplit
 
 from agent import __version__
 from agent.errors import BackendError, ConfigError
-from agent.sse import SSEError, SSEParser
 from agent.stages.interfaces import LLMDelta, LLMRequest, SessionContext
+from agent.wire.sse import SSEError, SSEParser
 
 if TYPE_CHECKING:  # httpx is imported when a stage is built, not when the registry loads
     import httpx

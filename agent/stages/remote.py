@@ -2,7 +2,7 @@
 (``vlt serve asr|tts``), reached over a websocket through an impaired link.
 
 Every message in both directions is held for a delay drawn from
-:mod:`agent.netem` (``delay_ms`` ± ``jitter_ms``, seeded, never reordered)
+:mod:`agent.stages.netem` (``delay_ms`` ± ``jitter_ms``, seeded, never reordered)
 before it is sent (upstream) or handed to the stage (downstream), so a hop can
 be placed "in the cloud" while its service runs on loopback. The delays are
 slept on the session's clock, so they are exact in virtual time. The
@@ -28,13 +28,13 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from agent import __version__
-from agent.audio import bytes_to_pcm, pcm_to_bytes
+from agent.audio import PCM, bytes_to_pcm, pcm_to_bytes
 from agent.clock import Clock, Pacer
 from agent.errors import BackendError, ProtocolError
-from agent.netem import DelayModel, Impairment
-from agent.protocol import Script
-from agent.service_protocol import SERVICE_PROTOCOL_VERSION, decode, encode, script_to_dict
-from agent.stages.interfaces import PCM, SessionContext
+from agent.stages.interfaces import SessionContext
+from agent.stages.netem import DelayModel, Impairment
+from agent.wire.protocol import Script
+from agent.wire.service_protocol import SERVICE_PROTOCOL_VERSION, decode, encode, script_to_dict
 
 __all__ = ["CONNECT_TIMEOUT_S", "RemoteASR", "RemoteASRConfig", "RemoteTTS", "RemoteTTSConfig"]
 
@@ -71,7 +71,7 @@ class RemoteTTSConfig:
 
 class _Delayed(Generic[T]):
     """One direction of the impaired link: items leave in order, each held for
-    its drawn delay counted from when it was put (see :func:`agent.netem.delivery_times`)."""
+    its drawn delay counted from when it was put (see :func:`agent.stages.netem.delivery_times`)."""
 
     def __init__(self, clock: Clock, model: DelayModel, deliver: Callable[[T], Awaitable[None]]) -> None:
         self._clock = clock

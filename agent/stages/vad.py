@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from agent.stages.interfaces import PCM, SessionContext, VadEvent
+from agent.audio import PCM
+from agent.stages.interfaces import SessionContext, VadEvent
 
 __all__ = ["OracleVAD", "OracleVADConfig"]
 

@@ -47,9 +47,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from agent.audio import FULL_SCALE, frame_rms_dbfs
+from agent.audio import FULL_SCALE, PCM, frame_rms_dbfs
 from agent.errors import ConfigError
-from agent.stages.interfaces import PCM, SessionContext, VadEvent
+from agent.stages.interfaces import SessionContext, VadEvent
 
 __all__ = [
     "DEFAULT_ENDPOINT_MS",
