@@ -141,10 +141,10 @@ class Replayer:
         clock: str | None,
         overrides: Mapping[str, Any] | None,
     ) -> tuple[Scenario, Pipeline | None, bool, Path]:
-        from agent.cli import DEFAULT_PIPELINE, VIRTUAL_DEFAULT_PIPELINE, resolve_pipeline
         from agent.config.scenario import Scenario, load_scenario
         from agent.errors import ConfigError
         from agent.stages.pipeline import Pipeline, load_pipeline
+        from agent.stages.pipeline_names import DEFAULT_PIPELINE, VIRTUAL_DEFAULT_PIPELINE, resolve_pipeline
 
         if pipeline is not None and url is not None:
             raise ConfigError("give vlt_replay either a pipeline or a url, not both")

@@ -41,12 +41,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent import clock as clocks  # noqa: E402
-from agent.cli import resolve_pipeline  # noqa: E402
 from agent.config.scenario import load_scenario  # noqa: E402
 from agent.jobs.runner import run_scenario  # noqa: E402
 from agent.metrics.baseline import Baseline, BaselineError, from_run, pool  # noqa: E402
 from agent.metrics.regress import DEFAULT_BUDGETS, Mode, Options, Verdict, compare  # noqa: E402
 from agent.stages.pipeline import load_pipeline  # noqa: E402
+from agent.stages.pipeline_names import resolve_pipeline  # noqa: E402
 
 SLOWDOWNS_MS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 40.0)
 

@@ -13,13 +13,13 @@ import pytest
 
 from agent import clock as clocks
 from agent.audio import frame_rms_dbfs
-from agent.cli import DEFAULT_PIPELINE, resolve_pipeline
 from agent.client.replay import ReplayResult
 from agent.config.scenario import load_scenario
 from agent.jobs.runner import run_scenario
 from agent.metrics.timeline import HOP_NAMES
 from agent.metrics.wer import word_error_rate
 from agent.stages.pipeline import load_pipeline
+from agent.stages.pipeline_names import DEFAULT_PIPELINE, resolve_pipeline
 from tests.conftest import PIPELINES
 
 _MISSING = [m for m in ("piper", "faster_whisper", "onnxruntime") if importlib.util.find_spec(m) is None]

@@ -1,0 +1,87 @@
+"""``vlt replay``: speak a scenario into an agent and measure every turn."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from agent.cli.arguments import Subcommands
+from agent.cli.exit_codes import EXIT_FAILED, EXIT_OK
+from agent.stages.pipeline_names import DEFAULT_PIPELINE, VIRTUAL_DEFAULT_PIPELINE, resolve_pipeline
+
+__all__ = ["add_replay_command"]
+
+
+def add_replay_command(commands: Subcommands) -> None:
+    rp = commands.add_parser(
+        "replay",
+        help="speak a scenario into an agent and measure every turn",
+        description="Replay a scripted conversation into an agent over the websocket protocol "
+        "and write a run folder (turns.jsonl, summary.json, manifest.json, recording.wav).",
+    )
+    rp.add_argument("scenario", type=Path, help="scenario YAML file")
+    target = rp.add_mutually_exclusive_group()
+    target.add_argument(
+        "--pipeline",
+        default=None,
+        help=f"pipeline TOML (path or name in pipelines/) served in-process; default: {DEFAULT_PIPELINE} "
+        f"({VIRTUAL_DEFAULT_PIPELINE} with --clock virtual)",
+    )
+    target.add_argument("--url", help="ws:// URL of a running agent instead of an in-process one")
+    rp.add_argument(
+        "--clock",
+        choices=("real", "virtual"),
+        default="real",
+        help="virtual: deterministic, much faster than real time (all-emulated pipelines only)",
+    )
+    rp.add_argument(
+        "--runs-dir", type=Path, default=Path("runs"), help="where run folders go (default: runs/)"
+    )
+    rp.add_argument("--out", type=Path, default=None, help="exact run folder to write (overrides --runs-dir)")
+    rp.add_argument("--quiet", action="store_true", help="print only the run folder and the summary")
+    rp.set_defaults(func=_cmd_replay)
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from agent import clock as clocks
+    from agent.config.scenario import load_scenario
+    from agent.jobs.runner import run_scenario
+    from agent.report.console import LEGEND, format_header, format_summary, format_turn
+    from agent.stages.pipeline import load_pipeline
+
+    scenario = load_scenario(args.scenario)
+    pipeline = None
+    if args.url is None:
+        default = VIRTUAL_DEFAULT_PIPELINE if args.clock == "virtual" else DEFAULT_PIPELINE
+        pipeline = load_pipeline(resolve_pipeline(args.pipeline or default))
+    target = args.url or f"pipeline {pipeline.name if pipeline else ''} (in-process)"
+    if not args.quiet:
+        print(f"replaying {scenario.name} ({len(scenario.turns)} turns) against {target}, {args.clock} time")
+        print(format_header())
+
+    def on_turn(record: dict[str, Any]) -> None:
+        if not args.quiet:
+            print(format_turn(record), flush=True)
+
+    async def main(clock: clocks.Clock) -> Any:
+        return await run_scenario(
+            scenario,
+            clock,
+            pipeline=pipeline,
+            url=args.url,
+            runs_root=args.runs_dir,
+            run_dir=args.out,
+            on_turn=on_turn,
+        )
+
+    result = clocks.run(main, virtual=args.clock == "virtual")
+    if not args.quiet:
+        print(LEGEND)
+        print()
+    print(format_summary(result.summary))
+    if result.offset is not None and not args.quiet:
+        offset = result.offset
+        print(f"clock offset {offset.offset_ns / 1e6:+.3f} ms ± {offset.uncertainty_ns / 1e6:.3f} ms")
+    print(f"results: {result.run_dir}")
+    return EXIT_FAILED if result.summary["expectations_failed"] else EXIT_OK
