@@ -62,7 +62,10 @@ def imports_of(path: Path, name: str) -> set[str]:
 
 def structure_map() -> dict[str, set[str]]:
     modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
-    return {name: {m for m in imports_of(path, name) if m in modules and m != name} for name, path in modules.items()}
+    return {
+        name: {m for m in imports_of(path, name) if m in modules and m != name}
+        for name, path in modules.items()
+    }
 
 
 def layer_of(module: str) -> str:
