@@ -24,7 +24,7 @@ from agent.errors import BackendError
 from agent.metrics.stats import describe
 from agent.server.audio_out import AudioOut
 from agent.stages.chunker import ChunkerConfig, PhraseChunker
-from agent.stages.interfaces import ASR, LLM, TTS, LLMDelta, LLMRequest
+from agent.stages.interfaces import ASR, LLM, TTS, ASRStats, LLMDelta, LLMRequest
 from agent.stages.llm import estimate_tokens
 from agent.wire.protocol import AgentText, Message, Script, Transcript
 
@@ -162,7 +162,7 @@ async def respond(
     result.transcript = await asr.finalize(end_sample, hint)
     marks.stamp("asr.final")
     # Optional, read right after finalize: a streaming ASR's partials and speculation.
-    result.asr_stats = getattr(asr, "last_stats", None)
+    result.asr_stats = asr.last_stats if isinstance(asr, ASRStats) else None
     if transcript_prefix:
         result.transcript = f"{transcript_prefix} {result.transcript}".strip()
     await send(Transcript(turn=turn, text=result.transcript, final=True))

@@ -30,7 +30,7 @@ from agent.audio import PCM, bytes_to_pcm, pcm_to_bytes
 from agent.clock import Clock
 from agent.errors import BackendError, ProtocolError, VltError
 from agent.server.listener import MAX_MESSAGE_BYTES, WebsocketListener
-from agent.stages.interfaces import SessionContext
+from agent.stages.interfaces import ASRStats, Closable, PartialTranscripts, SessionContext
 from agent.stages.pipeline import Pipeline
 from agent.wire.protocol import (
     CLOSE_INTERNAL_ERROR,
@@ -115,10 +115,9 @@ class StageService(WebsocketListener):
                 await ws.send(encode("error", code="internal_error", message=repr(exc)))
                 await ws.close(CLOSE_INTERNAL_ERROR, "internal error")
         finally:
-            aclose = getattr(stage, "aclose", None)
-            if aclose is not None:
+            if isinstance(stage, Closable):
                 with contextlib.suppress(Exception):
-                    await aclose()
+                    await stage.aclose()
 
     async def _handshake(self, ws: ServerConnection) -> int:
         """The client's hello → the sample rate of this connection."""
@@ -153,13 +152,14 @@ async def _serve_asr(ws: ServerConnection, asr: Any) -> None:
     sample = 0
     tasks: set[asyncio.Task[None]] = set()
     # Optional: a streaming ASR's partials, polled after each frame as a session does.
-    poll_partial = getattr(asr, "poll_partial", None)
+    partials = asr if isinstance(asr, PartialTranscripts) else None
 
     async def finalize(request_id: int, end_sample: int, hint: Script | None) -> None:
         try:
             text = await asr.finalize(end_sample, hint)
             # Optional, read right after finalize (as the orchestrator does): what it did.
-            reply = encode("final", id=request_id, text=text, stats=getattr(asr, "last_stats", None))
+            stats = asr.last_stats if isinstance(asr, ASRStats) else None
+            reply = encode("final", id=request_id, text=text, stats=stats)
         except BackendError as exc:
             reply = encode("error", id=request_id, code="backend_failed", message=str(exc))
         except Exception as exc:
@@ -176,7 +176,7 @@ async def _serve_asr(ws: ServerConnection, asr: Any) -> None:
                 pcm = bytes_to_pcm(data)
                 asr.feed(pcm, sample)
                 sample += len(pcm)
-                if poll_partial is not None and (partial := poll_partial()) is not None:
+                if partials is not None and (partial := partials.poll_partial()) is not None:
                     await ws.send(encode("partial", text=partial))
                 continue
             message = decode(data)

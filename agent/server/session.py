@@ -2,7 +2,9 @@
 
 The receive loop is the session's only reader. Audio frames go to the ASR and
 the VAD; VAD events start a turn's response (end of turn) or interrupt the
-current one (speech start while the agent is busy or audible: barge-in).
+current one (speech start while the agent is busy or audible: barge-in). Which
+turn, and whether to interrupt, is decided by the session's :class:`TurnBook`;
+the session carries out its decisions.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from agent.clock import Clock
 from agent.errors import BackendError, ProtocolError, VltError
 from agent.server.audio_out import AudioOut
 from agent.server.orchestrator import Conversation, TurnMarks, TurnResult, respond
-from agent.stages.interfaces import SessionContext, VadEvent
+from agent.server.turn_book import CONTINUATION, ContinueTurn, StartTurn, TurnBook
+from agent.stages.interfaces import Closable, PartialTranscripts, SessionContext, VadEvent
 from agent.stages.pipeline import Pipeline
 from agent.wire.protocol import (
     CLOSE_INTERNAL_ERROR,
@@ -51,8 +54,6 @@ __all__ = ["HANDSHAKE_TIMEOUT_S", "AgentSession"]
 log = logging.getLogger("vlt.server")
 
 HANDSHAKE_TIMEOUT_S = 10.0
-#: Interrupt reason when the user resumes the utterance a turn answers (docs/speech.md).
-CONTINUATION = "continuation"
 _FRAME_MS_CHOICES = (10, 20, 30, 40, 60)
 _CLOSE_FOR_CODE = {
     "unsupported_version": CLOSE_UNSUPPORTED_VERSION,
@@ -68,19 +69,14 @@ class AgentSession:
         self.pipeline = pipeline
         self.clock = clock
         self.session_id = session_id
-        self._turn = 0
-        self._pending_marks: dict[str, int] = {}
+        self._book = TurnBook()
         self._response: asyncio.Task[None] | None = None
         self._interrupt_reason = ""
         self._sample = 0  # upstream samples received so far
-        # Turn numbering with a real VAD (docs/speech.md, "Turn numbering"): the
-        # first end of turn inside a script's speech takes the script's turn id;
-        # a later one inside the same script continues (restarts) that turn.
-        self._used_turns: set[int] = set()
-        self._response_turn: int | None = None  # the turn of the latest response
-        self._transcripts: dict[int, str] = {}  # each turn's transcript, for a continuation
-        self._splits: dict[int, int] = {}  # continuations per turn
-        self._speech_starts: dict[int, int] = {}  # each turn's first vad.speech_start
+        # Built after the handshake, which may fail first: until then, none.
+        self._stages: dict[str, Any] = {}
+        self._audio: AudioOut | None = None
+        self._resample: PhraseResampler | None = None
 
     async def run(self) -> None:
         try:
@@ -103,13 +99,12 @@ class AgentSession:
 
     async def _close_stages(self) -> None:
         # Optional hook: a stage holding a resource (the openai LLM's HTTP client)
-        # defines ``async def aclose()``; it runs once, when the session ends.
-        for role, stage in getattr(self, "_stages", {}).items():
-            aclose = getattr(stage, "aclose", None)
-            if aclose is None:
+        # is Closable; it is closed once, when the session ends.
+        for role, stage in self._stages.items():
+            if not isinstance(stage, Closable):
                 continue
             try:
-                await aclose()
+                await stage.aclose()
             except Exception:
                 log.exception("session %s: closing the %s stage failed", self.session_id, role)
 
@@ -120,13 +115,14 @@ class AgentSession:
         hello = await self._handshake()
         rate, frame_ms = self._format(hello)
         frame_samples = rate * frame_ms // 1000
-        ctx = SessionContext(clock=self.clock, sample_rate=rate, frame_samples=frame_samples)
+        ctx = SessionContext(
+            clock=self.clock, sample_rate=rate, frame_samples=frame_samples, scripts=self._book.scripts
+        )
         try:
             stages = {role: spec.entry.build(spec.config, ctx) for role, spec in self.pipeline.stages.items()}
         except VltError as exc:
             raise ProtocolError("backend_unavailable", str(exc)) from None
-        self._stages: dict[str, Any] = stages
-        self._ctx = ctx
+        self._stages = stages
         self._audio = AudioOut(self.ws.send, self.clock, rate, frame_samples, self.pipeline.output.lead_ms)
         tts_rate = stages["tts"].sample_rate
         self._resample = PhraseResampler(tts_rate, rate) if tts_rate != rate else None
@@ -147,7 +143,7 @@ class AgentSession:
         vad, asr = stages["vad"], stages["asr"]
         # Optional: a streaming ASR's partial transcripts. Polling never waits for
         # inference (decodes run off the loop), so the receive loop is not held up.
-        poll_partial = getattr(asr, "poll_partial", None)
+        partials = asr if isinstance(asr, PartialTranscripts) else None
         async for data in self.ws:
             if isinstance(data, bytes):
                 check_pcm_frame(data, max_bytes)
@@ -157,8 +153,9 @@ class AgentSession:
                 self._sample += len(pcm)
                 for event in events:
                     await self._on_vad(event)
-                if poll_partial is not None and (partial := poll_partial()) is not None:
-                    await self.send(Transcript(turn=self._speaking_turn(), text=partial, final=False))
+                if partials is not None and (partial := partials.poll_partial()) is not None:
+                    turn = self._book.partial_turn(self._sample)
+                    await self.send(Transcript(turn=turn, text=partial, final=False))
             else:
                 received = self.clock.now_ns()
                 await self._on_control(decode(data), received)
@@ -198,7 +195,7 @@ class AgentSession:
         if isinstance(message, Ping):
             await self.send(Pong(t0_ns=message.t0_ns, t1_ns=received_ns, t2_ns=self.clock.now_ns()))
         elif isinstance(message, Script):
-            self._ctx.scripts.add(message)
+            self._book.script(message)
         elif isinstance(message, Interrupt):
             await self._stop_response(message.reason or "client interrupt")
         elif isinstance(message, Bye):
@@ -208,59 +205,19 @@ class AgentSession:
         else:
             raise ProtocolError("unexpected_message", f"a client may not send {message.TYPE}")
 
-    def _agent_busy(self) -> bool:
-        responding = self._response is not None and not self._response.done()
-        return responding or self._audio.playout_end_ns > self.clock.now_ns()
-
     async def _on_vad(self, event: VadEvent) -> None:
+        now = self.clock.now_ns()
         if event.kind == "speech_start":
-            self._pending_marks.setdefault("vad.speech_start", self.clock.now_ns())
-            if self._agent_busy():
-                await self._stop_response(self._interruption(event.sample))
+            audible_until = self._audio.playout_end_ns if self._audio is not None else 0
+            stop = self._book.speech_start(event.sample, now, audible_until)
+            if stop is not None:
+                await self._stop_response(stop.reason)
             return
-        hint = self._ctx.scripts.covering(event.sample)
-        turn, prefix = self._number_turn(hint)
-        if prefix is not None and turn in self._speech_starts:
-            self._pending_marks["vad.speech_start"] = self._speech_starts[turn]
-        marks = TurnMarks(self.clock, turn, self._pending_marks)
-        self._pending_marks = {}
-        marks.stamp("vad.end_of_turn")
-        if "vad.speech_start" in marks.marks:
-            self._speech_starts.setdefault(turn, marks.marks["vad.speech_start"])
-        await self._stop_response("new turn" if prefix is None else CONTINUATION)
-        self._response_turn = turn
-        self._response = asyncio.create_task(self._run_turn(turn, event.sample, hint, marks, prefix or ""))
-
-    def _next_free_turn(self) -> int:
-        """The turn id an end of turn outside any script gets (e.g. a live microphone)."""
-        announced = {script.turn for script in self._ctx.scripts}
-        while self._turn in self._used_turns or self._turn in announced:
-            self._turn += 1
-        return self._turn
-
-    def _number_turn(self, script: Script | None) -> tuple[int, str | None]:
-        """This end of turn's id and, for a continuation, the transcript so far (else None)."""
-        if script is not None and script.turn in self._used_turns:
-            # A second end of turn inside one scripted utterance: the VAD split it at
-            # a pause. The turn restarts, with the words heard before the pause.
-            self._splits[script.turn] = self._splits.get(script.turn, 0) + 1
-            return script.turn, self._transcripts.get(script.turn, "")
-        turn = script.turn if script is not None else self._next_free_turn()
-        self._used_turns.add(turn)
-        return turn, None
-
-    def _speaking_turn(self) -> int:
-        """The turn the user is speaking now (what partial transcripts belong to)."""
-        script = self._ctx.scripts.covering(self._sample)
-        return script.turn if script is not None else self._next_free_turn()
-
-    def _interruption(self, sample: int) -> str:
-        """Why speech at ``sample`` stops the agent: the user resuming the utterance
-        being answered (a pause the VAD took for the end) or a barge-in."""
-        script = self._ctx.scripts.covering(sample)
-        if script is not None and script.turn == self._response_turn:
-            return CONTINUATION
-        return "barge-in"
+        turn = self._book.end_of_turn(event.sample, now)
+        marks = TurnMarks(self.clock, turn.turn, turn.marks)
+        await self._stop_response(turn.stop_reason)
+        self._book.reply_started(turn.turn)
+        self._response = asyncio.create_task(self._run_turn(turn, marks))
 
     async def _stop_response(self, reason: str) -> None:
         task = self._response
@@ -269,28 +226,35 @@ class AgentSession:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        # Also here: a task cancelled before its first step never runs _run_turn's finally.
+        self._book.reply_ended()
         self._audio_discard()
 
     def _audio_discard(self) -> None:
         """Forget audio of a response that was cut short (after its task has stopped)."""
-        audio = getattr(self, "_audio", None)
-        if audio is not None:
-            audio.discard()
-            audio.playout_end_ns = 0
-        resample = getattr(self, "_resample", None)
-        if resample is not None:
-            resample.reset()
+        if self._audio is not None:
+            self._audio.discard()
+            self._audio.playout_end_ns = 0
+        if self._resample is not None:
+            self._resample.reset()
 
-    async def _run_turn(
-        self, turn: int, end_sample: int, hint: Script | None, marks: TurnMarks, prefix: str = ""
-    ) -> None:
+    async def _run_turn(self, turn: StartTurn | ContinueTurn, marks: TurnMarks) -> None:
+        try:
+            await self._answer(turn, marks)
+        finally:
+            # In the task's last step, so the book and task.done() never disagree.
+            self._book.reply_ended()
+
+    async def _answer(self, decision: StartTurn | ContinueTurn, marks: TurnMarks) -> None:
+        turn = decision.turn
+        assert self._audio is not None  # built before the receive loop that starts turns
         result = TurnResult()
         status, reason = "ok", ""
         try:
             await respond(
                 turn=turn,
-                end_sample=end_sample,
-                hint=hint,
+                end_sample=decision.end_sample,
+                hint=decision.script,
                 marks=marks,
                 result=result,
                 asr=self._stages["asr"],
@@ -301,10 +265,10 @@ class AgentSession:
                 audio=self._audio,
                 resample=self._resample,
                 send=self.send,
-                transcript_prefix=prefix,
+                transcript_prefix=decision.prefix if isinstance(decision, ContinueTurn) else "",
             )
         except asyncio.CancelledError:
-            self._transcripts[turn] = result.transcript or self._transcripts.get(turn, "")
+            self._book.heard(turn, result.transcript)
             if self._interrupt_reason == CONTINUATION:
                 # The user was not done: the turn restarts at the next end of turn, so
                 # the client and the chat history see one answer to the whole utterance.
@@ -322,13 +286,13 @@ class AgentSession:
             # never comes: report the turn as failed and keep the session going.
             log.exception("session %s turn %d: internal error", self.session_id, turn)
             status, reason = "failed", f"internal error: {exc!r}"
-        self._transcripts[turn] = result.transcript or self._transcripts.get(turn, "")
+        self._book.heard(turn, result.transcript)
         marks.stamp("server.response_done")
         stats = result.stats()
         stats["transcript"] = result.transcript
         stats["reply"] = result.reply
-        if turn in self._splits:
-            stats["vad_splits"] = self._splits[turn]
+        if (splits := self._book.vad_splits(turn)) is not None:
+            stats["vad_splits"] = splits
         with contextlib.suppress(ConnectionClosed):
             await self.send(MarkList(turn=turn, marks=marks.marks))
             await self.send(ResponseDone(turn=turn, status=status, reason=reason, stats=stats))

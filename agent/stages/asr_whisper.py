@@ -60,7 +60,7 @@ import numpy.typing as npt
 
 from agent.audio import FULL_SCALE, PCM, frame_rms_dbfs, resample
 from agent.errors import BackendError, ConfigError
-from agent.stages.interfaces import SessionContext
+from agent.stages.interfaces import ASRStats, PartialTranscripts, SessionContext
 from agent.wire.protocol import Script
 
 __all__ = [
@@ -332,7 +332,7 @@ class _Decode:
     future: asyncio.Future[str]
 
 
-class WhisperASR:
+class WhisperASR(PartialTranscripts, ASRStats):
     """One session's streaming recogniser; the model and the worker thread are shared."""
 
     def __init__(self, config: WhisperASRConfig, ctx: SessionContext) -> None:

@@ -1,10 +1,11 @@
-"""The small interfaces every stage implementation satisfies (structural typing)."""
+"""The small interfaces every stage implementation satisfies (structural typing),
+and the optional capabilities some stages add (checked with ``isinstance``)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from agent.audio import PCM
 from agent.clock import Clock
@@ -15,8 +16,11 @@ __all__ = [
     "LLM",
     "TTS",
     "VAD",
+    "ASRStats",
+    "Closable",
     "LLMDelta",
     "LLMRequest",
+    "PartialTranscripts",
     "ScriptBook",
     "SessionContext",
     "VadEvent",
@@ -111,3 +115,31 @@ class TTS(Protocol):
     sample_rate: int
 
     def synthesize(self, text: str) -> AsyncIterator[PCM]: ...
+
+
+# --------------------------------------------------------------------------- optional capabilities
+# Runtime-checkable, because a session or service asks each stage it built
+# whether it has them; a stage declares one by naming it as a base class.
+
+
+@runtime_checkable
+class PartialTranscripts(Protocol):
+    """A streaming ASR that offers partial transcripts while the user speaks."""
+
+    def poll_partial(self) -> str | None:
+        """The latest partial if it changed since the last poll, else None; never waits."""
+        ...
+
+
+@runtime_checkable
+class ASRStats(Protocol):
+    """An ASR that says what its last ``finalize`` did (read right after it returns)."""
+
+    last_stats: dict[str, Any] | None
+
+
+@runtime_checkable
+class Closable(Protocol):
+    """A stage holding a resource (a connection, an HTTP client), closed once when its session ends."""
+
+    async def aclose(self) -> None: ...

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 from agent import __version__
 from agent.errors import BackendError, ConfigError
-from agent.stages.interfaces import LLMDelta, LLMRequest, SessionContext
+from agent.stages.interfaces import Closable, LLMDelta, LLMRequest, SessionContext
 from agent.wire.sse import SSEError, SSEParser
 
 if TYPE_CHECKING:  # httpx is imported when a stage is built, not when the registry loads
@@ -222,7 +222,7 @@ class _Stream:
     timing: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-class OpenAILLM:
+class OpenAILLM(Closable):
     """Streaming chat completions from an OpenAI-compatible server."""
 
     def __init__(self, config: OpenAILLMConfig, ctx: SessionContext) -> None:

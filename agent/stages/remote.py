@@ -31,7 +31,7 @@ from agent import __version__
 from agent.audio import PCM, bytes_to_pcm, pcm_to_bytes
 from agent.clock import Clock, Pacer
 from agent.errors import BackendError, ProtocolError
-from agent.stages.interfaces import SessionContext
+from agent.stages.interfaces import ASRStats, Closable, PartialTranscripts, SessionContext
 from agent.stages.netem import DelayModel, Impairment
 from agent.wire.protocol import Script
 from agent.wire.service_protocol import SERVICE_PROTOCOL_VERSION, decode, encode, script_to_dict
@@ -237,7 +237,7 @@ class _Link:
             await self._ws.close()
 
 
-class RemoteASR:
+class RemoteASR(PartialTranscripts, ASRStats, Closable):
     """The ASR of a ``vlt serve asr`` service: audio streams up, finals come down.
 
     Partials the service sends (if its stage makes them) are offered to the
@@ -291,7 +291,7 @@ class RemoteASR:
         await self._link.aclose()
 
 
-class RemoteTTS:
+class RemoteTTS(Closable):
     """The TTS of a ``vlt serve tts`` service, which sends audio at the session's rate."""
 
     def __init__(self, config: RemoteTTSConfig, ctx: SessionContext) -> None:
