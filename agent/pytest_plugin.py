@@ -38,6 +38,7 @@ import pytest
 
 if TYPE_CHECKING:
     from agent.config.scenario import Scenario
+    from agent.metrics.records import Summary, TurnRecord
     from agent.stages.pipeline import Pipeline
 
 __all__ = [
@@ -59,8 +60,8 @@ class LatencyRun:
     """One replay's results."""
 
     run_dir: Path
-    records: list[dict[str, Any]]
-    summary: dict[str, Any]
+    records: list[TurnRecord]
+    summary: Summary
     completed: bool
     clock: str
 

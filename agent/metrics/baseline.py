@@ -32,6 +32,7 @@ from typing import Any, NoReturn
 
 from agent.clock import utc_now
 from agent.errors import ConfigError
+from agent.metrics.records import Manifest, TurnRecord
 from agent.metrics.results import METRICS, metric_values, read_turns
 
 __all__ = [
@@ -207,7 +208,7 @@ def _round(value: float) -> float:
 
 
 def from_records(
-    records: Iterable[Mapping[str, Any]], manifest: Mapping[str, Any], *, where: str | Path | None = None
+    records: Iterable[TurnRecord], manifest: Manifest, *, where: str | Path | None = None
 ) -> Baseline:
     """A sample set from one run's turn records and manifest."""
     records = list(records)
@@ -252,7 +253,7 @@ def from_run(run_dir: str | Path) -> Baseline:
     if not run_dir.is_dir():
         raise BaselineError("run folder not found", path=run_dir)
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest: Manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         records = read_turns(run_dir)
     except FileNotFoundError as exc:
         raise BaselineError(f"not a run folder (no {Path(str(exc.filename)).name})", path=run_dir) from None

@@ -13,8 +13,9 @@ true offset lies within ±delay/2 of its estimate.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+
+from agent.metrics.records import ClockOffset
 
 __all__ = ["ClockSample", "OffsetEstimate", "estimate_offset"]
 
@@ -47,8 +48,13 @@ class OffsetEstimate:
     def to_client(self, server_t_ns: int) -> int:
         return server_t_ns - self.offset_ns
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def as_dict(self) -> ClockOffset:
+        return {
+            "offset_ns": self.offset_ns,
+            "uncertainty_ns": self.uncertainty_ns,
+            "min_delay_ns": self.min_delay_ns,
+            "samples": self.samples,
+        }
 
 
 def estimate_offset(samples: Sequence[ClockSample]) -> OffsetEstimate:

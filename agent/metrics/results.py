@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.clock import utc_now
+from agent.metrics.records import Environment, TurnRecord
 from agent.metrics.stats import describe
 from agent.metrics.timeline import HOP_NAMES
 from agent.metrics.wer import corpus_wer
@@ -62,7 +63,7 @@ def new_run_dir(root: str | Path, scenario_name: str) -> Path:
     return path  # created by RunWriter once the agent has answered
 
 
-def environment() -> dict[str, Any]:
+def environment() -> Environment:
     """Package versions and host facts, so a result can be reproduced."""
     versions: dict[str, str | None] = {}
     for dist in ("voice-latency-testbed", "websockets", "numpy", "pyyaml", "soxr"):
@@ -104,7 +105,7 @@ class RunWriter:
         self._turns.close()
 
 
-def read_turns(run_dir: str | Path) -> list[dict[str, Any]]:
+def read_turns(run_dir: str | Path) -> list[TurnRecord]:
     path = Path(run_dir) / "turns.jsonl"
     with path.open(encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]

@@ -17,6 +17,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from agent.metrics.records import WerSummary
+
 __all__ = ["WerCounts", "corpus_wer", "normalize", "number_words", "wer_counts", "word_error_rate"]
 
 # Word lists as strings, because one word per line would take 30 lines.
@@ -128,7 +130,7 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
     return wer_counts(reference, hypothesis).rate
 
 
-def corpus_wer(pairs: Iterable[tuple[str, str]]) -> dict[str, float | int | None]:
+def corpus_wer(pairs: Iterable[tuple[str, str]]) -> WerSummary:
     """Pooled and per-utterance WER of ``(reference, hypothesis)`` pairs.
 
     ``wer``: total errors / total reference words; ``mean``: the mean of the

@@ -17,6 +17,7 @@ from typing import Any
 from agent.errors import ConfigError
 from agent.jobs.latency_model import Knee, knee_sentence
 from agent.jobs.sweep import SWEEP_FILE, knees, read_sweep
+from agent.metrics.records import Manifest, TurnRecord
 from agent.metrics.results import read_turns, summarize
 from agent.metrics.timeline import HOP_NAMES
 
@@ -67,7 +68,7 @@ def build_report(path: str | Path, fmt: str = "html", output: str | Path | None 
         manifest = _manifest(path)
         if fmt == "json":
             brief = [_turn_brief(r) for r in records]
-            doc = {"kind": "run", "manifest": manifest, "summary": summarize(records), "turns": brief}
+            doc = {"kind": "run", "manifest": manifest or {}, "summary": summarize(records), "turns": brief}
             return json.dumps(doc, indent=2, default=str)
         if fmt == "md":
             return _run_md(path, records, manifest)
@@ -86,15 +87,16 @@ def _f(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
-def _manifest(run_dir: Path) -> dict[str, Any]:
+def _manifest(run_dir: Path) -> Manifest | None:
+    """The run's manifest; None if it is missing or unreadable (the report goes on without it)."""
     try:
-        data: dict[str, Any] = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+        data: Manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
         return data
     except (OSError, ValueError):
-        return {}
+        return None
 
 
-def _turn_brief(record: Mapping[str, Any]) -> dict[str, Any]:
+def _turn_brief(record: TurnRecord) -> dict[str, Any]:
     return {k: record.get(k) for k in ("turn", "status", "reason", "user_text", "reply", "latency_ms")}
 
 
@@ -221,22 +223,23 @@ def _summary_rows(summary: Mapping[str, Any]) -> list[list[str]]:
     ]
 
 
-def _run_subject(run_dir: Path, records: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any]) -> str:
-    scenario = manifest.get("scenario", {}).get("name", "?")
-    pipeline = manifest.get("pipeline", {}).get("name", manifest.get("url", "?"))
-    clock = "virtual" if manifest.get("clock", {}).get("virtual") else "real"
-    done = "" if manifest.get("completed") else ", incomplete run"
+def _run_subject(run_dir: Path, records: Sequence[TurnRecord], manifest: Manifest | None) -> str:
+    known: Mapping[str, Any] = manifest or {}  # none readable: every field unknown
+    scenario = known.get("scenario", {}).get("name", "?")
+    pipeline = known.get("pipeline", {}).get("name", known.get("url", "?"))
+    clock = "virtual" if known.get("clock", {}).get("virtual") else "real"
+    done = "" if known.get("completed") else ", incomplete run"
     return f"scenario {scenario}, pipeline {pipeline}, {clock} time, {len(records)} turns{done}"
 
 
-def _turn_rows(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+def _turn_rows(records: Sequence[TurnRecord]) -> list[list[str]]:
     return [
         [str(r["turn"]), r["status"], *(_f(r["latency_ms"].get(h)) for h in (*_TABLE_HOPS, "voice_to_voice"))]
         for r in records
     ]
 
 
-def _run_md(run_dir: Path, records: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any]) -> str:
+def _run_md(run_dir: Path, records: Sequence[TurnRecord], manifest: Manifest | None) -> str:
     summary = summarize(records)
     parts = [f"### vlt run {run_dir.name}", "", _run_subject(run_dir, records, manifest), ""]
     parts += [_md_table(("metric (ms)", *_RUN_STATS), _summary_rows(summary)), ""]
@@ -244,9 +247,7 @@ def _run_md(run_dir: Path, records: Sequence[Mapping[str, Any]], manifest: Mappi
     return "\n".join(parts)
 
 
-def _run_html(
-    run_dir: Path, records: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any], out_dir: Path
-) -> str:
+def _run_html(run_dir: Path, records: Sequence[TurnRecord], manifest: Manifest | None, out_dir: Path) -> str:
     from agent.report.plots import svg_text, waterfall_figure
 
     summary = summarize(records)

@@ -17,6 +17,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from agent.jobs.latency_model import TurnModel, predict
+from agent.metrics.records import TurnRecord
 from agent.metrics.timeline import HOPS, V2V_START
 
 __all__ = [
@@ -155,7 +156,7 @@ def breakdown_figure(doc: Mapping[str, Any]) -> Figure:
     return fig
 
 
-def waterfall_figure(record: Mapping[str, Any], context_ms: float = 800.0) -> Figure:
+def waterfall_figure(record: TurnRecord, context_ms: float = 800.0) -> Figure:
     """One turn on a time axis (ms from the end of the user's speech): speech, each hop, the reply."""
     marks: Mapping[str, int] = record.get("marks_ns", {})
     zero = marks.get(V2V_START)
