@@ -218,7 +218,8 @@ def _add_llm_emulator_commands(commands: Any, servers: Any) -> None:
 def _cmd_serve_llm_emulator(args: argparse.Namespace) -> int:
     from agent import clock as clocks
     from agent.config.accelerators import add_profiles, get_profile, stream_tokens_per_s, with_overrides
-    from agent.server.llm_emulator import LLMEmulatorServer, make_text_source
+    from agent.server.llm_emulator import LLMEmulatorServer
+    from agent.server.llm_text_sources import make_text_source
 
     if args.profiles_file is not None:
         add_profiles(args.profiles_file)
