@@ -217,7 +217,8 @@ def _add_llm_emulator_commands(commands: Any, servers: Any) -> None:
 
 def _cmd_serve_llm_emulator(args: argparse.Namespace) -> int:
     from agent import clock as clocks
-    from agent.config.accelerators import add_profiles, get_profile, stream_tokens_per_s, with_overrides
+    from agent.config.accelerator_timing import stream_tokens_per_s
+    from agent.config.accelerators import add_profiles, get_profile, with_overrides
     from agent.server.llm_emulator import LLMEmulatorServer
     from agent.server.llm_text_sources import make_text_source
 

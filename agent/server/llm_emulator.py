@@ -6,7 +6,7 @@ response), ``GET /v1/models`` and ``GET /health``, served by aiohttp. Any client
 pointed at it and sees a server that behaves, in time, like the profile: TTFT
 from queueing + prefill + base latency, then tokens at the profile's decode
 speed, slowing down as concurrent streams share the emulated accelerator
-(:mod:`agent.config.accelerators` has the model; it is the same code the in-process
+(:mod:`agent.config.accelerator_timing` has the model; it is the same code the in-process
 ``emulated`` LLM stage uses).
 
 Time is read and slept on only through the injected :class:`~agent.clock.Clock`,
@@ -34,13 +34,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from agent.clock import Clock, Pacer, utc_now
-from agent.config.accelerators import (
-    AcceleratorProfile,
-    TokenTimer,
-    get_profile,
-    stream_tokens_per_s,
-    ttft_parts,
-)
+from agent.config.accelerator_timing import TokenTimer, stream_tokens_per_s, ttft_parts
+from agent.config.accelerators import AcceleratorProfile, get_profile
 from agent.errors import ConfigError
 from agent.server.chat_request import APIError, ChatRequest, parse_chat_request
 from agent.server.http_site import start_site

@@ -24,13 +24,8 @@ import pytest
 from agent import clock as clock_mod
 from agent.cli import main as vlt_main
 from agent.clock import Clock, MonotonicClock
-from agent.config.accelerators import (
-    PROFILES,
-    AcceleratorProfile,
-    stream_tokens_per_s,
-    token_schedule_ns,
-    ttft_ns,
-)
+from agent.config.accelerator_timing import stream_tokens_per_s, token_schedule_ns, ttft_ns
+from agent.config.accelerators import PROFILES, AcceleratorProfile
 from agent.errors import ConfigError, ConnectError
 from agent.server.chat_request import parse_chat_request
 from agent.server.llm_emulator import Faults, LLMEmulatorServer

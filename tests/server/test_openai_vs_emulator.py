@@ -28,7 +28,8 @@ from aiohttp.typedefs import Handler
 
 from agent import clock as clocks
 from agent.clock import Clock
-from agent.config.accelerators import PROFILES, token_schedule_ns
+from agent.config.accelerator_timing import token_schedule_ns
+from agent.config.accelerators import PROFILES
 from agent.errors import BackendError
 from agent.server.llm_emulator import Faults, LLMEmulatorServer
 from agent.server.orchestrator import TurnMarks, TurnResult, stamped
