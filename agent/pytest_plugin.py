@@ -108,8 +108,8 @@ def _parse_marker(mark: pytest.Mark) -> dict[tuple[str, str], float]:
 
 def check_budgets(runs: list[LatencyRun], budgets: Mapping[tuple[str, str], float]) -> list[str]:
     """One message per exceeded budget, over the pooled samples of ``runs``."""
-    from agent.metrics.regress import stat_value
     from agent.metrics.results import metric_values
+    from agent.metrics.two_sample import stat_value
 
     records = [r for run in runs for r in run.records]
     problems = []

@@ -61,13 +61,8 @@ sys.path.insert(0, str(ROOT))
 
 from agent import clock as clocks  # noqa: E402
 from agent.clock import Clock  # noqa: E402
-from agent.config.accelerators import (  # noqa: E402
-    DEFAULT_PROFILE,
-    aggregate_tokens_per_s,
-    get_profile,
-    stream_tokens_per_s,
-    ttft_ns,
-)
+from agent.config.accelerator_timing import aggregate_tokens_per_s, stream_tokens_per_s, ttft_ns  # noqa: E402
+from agent.config.accelerators import DEFAULT_PROFILE, get_profile  # noqa: E402
 from agent.stages.llm import estimate_tokens  # noqa: E402
 
 __all__ = ["main"]

@@ -39,8 +39,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent import virtual_audio  # noqa: E402
 from agent.audio import write_wav  # noqa: E402
+from agent.client import virtual_audio  # noqa: E402
 from agent.client.user_speech import render_user_audio  # noqa: E402
 from agent.config.scenario import load_scenario  # noqa: E402
 from agent.metrics.results import metric_values, read_turns  # noqa: E402

@@ -95,8 +95,10 @@ def _add_llm_emulator(servers: Subcommands) -> None:
 
 def _cmd_serve_llm_emulator(args: argparse.Namespace) -> int:
     from agent import clock as clocks
-    from agent.config.accelerators import add_profiles, get_profile, stream_tokens_per_s, with_overrides
-    from agent.server.llm_emulator import LLMEmulatorServer, make_text_source
+    from agent.config.accelerator_timing import stream_tokens_per_s
+    from agent.config.accelerators import add_profiles, get_profile, with_overrides
+    from agent.server.llm_emulator import LLMEmulatorServer
+    from agent.server.llm_text_sources import make_text_source
 
     if args.profiles_file is not None:
         add_profiles(args.profiles_file)

@@ -6,360 +6,46 @@ response), ``GET /v1/models`` and ``GET /health``, served by aiohttp. Any client
 pointed at it and sees a server that behaves, in time, like the profile: TTFT
 from queueing + prefill + base latency, then tokens at the profile's decode
 speed, slowing down as concurrent streams share the emulated accelerator
-(:mod:`agent.config.accelerators` has the model; it is the same code the in-process
+(:mod:`agent.config.accelerator_timing` has the model; it is the same code the in-process
 ``emulated`` LLM stage uses).
 
 Time is read and slept on only through the injected :class:`~agent.clock.Clock`,
 so the server also runs under virtual time, in-process, and its pacing can be
 checked to the nanosecond.
 
-Where each reply's text comes from is a :class:`TextSource`: the scripted reply
-the testbed's client sends in the request's ``vlt`` field, a small built-in
-reply bank, or a local llama.cpp model whose output is re-paced to the profile.
+Where each reply's text comes from is a :class:`~agent.server.llm_text_sources.TextSource`
+(:mod:`agent.server.llm_text_sources`); requests are checked, and errors
+answered, in OpenAI's shape by :mod:`agent.server.chat_request`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import importlib.util
 import itertools
 import json
 import logging
 import random
-from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from agent.clock import Clock, Pacer, utc_now
-from agent.config.accelerators import (
-    DEFAULT_PROFILE,
-    AcceleratorProfile,
-    TokenTimer,
-    get_profile,
-    stream_tokens_per_s,
-    ttft_parts,
-)
+from agent.config.accelerator_timing import TokenTimer, stream_tokens_per_s, ttft_parts
+from agent.config.accelerators import AcceleratorProfile, get_profile
 from agent.errors import ConfigError
+from agent.server.chat_request import APIError, ChatRequest, parse_chat_request
 from agent.server.http_site import start_site
-from agent.stages.interfaces import LLM, LLMRequest, SessionContext
-from agent.stages.llm import bank_reply, estimate_tokens, tokenize
+from agent.server.llm_text_sources import ScriptedTextSource, TextRequest, TextSource
 
-__all__ = [
-    "DEFAULT_PROFILE",
-    "TEXT_SOURCES",
-    "APIError",
-    "BankTextSource",
-    "ChatRequest",
-    "EmulatedAccelerator",
-    "Faults",
-    "LLMEmulatorServer",
-    "ScriptedTextSource",
-    "StageTextSource",
-    "TextRequest",
-    "TextSource",
-    "llamacpp_text_source",
-    "make_text_source",
-    "parse_chat_request",
-]
+__all__ = ["EmulatedAccelerator", "Faults", "LLMEmulatorServer"]
 
 log = logging.getLogger("vlt.llm_emulator")
 
-TEXT_SOURCES = ("scripted", "bank", "llamacpp")
-_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _NS_PER_MS = 1_000_000
-
-
-# --------------------------------------------------------------------------- requests and errors
-
-
-class APIError(Exception):
-    """An error answered in OpenAI's shape: ``{"error": {message, type, param, code}}``."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type
-        self.param = param
-        self.code = code
-        self.headers = dict(headers or {})
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-
-    def response(self) -> web.Response:
-        return web.json_response(self.body(), status=self.status, headers=self.headers)
-
-
-@dataclass(frozen=True, slots=True)
-class ChatRequest:
-    """The parts of a chat completion request the emulator acts on."""
-
-    messages: list[dict[str, str]]
-    """Role and plain-text content of each message (content parts joined)."""
-    model: str | None = None
-    stream: bool = False
-    include_usage: bool = False
-    stream_options_given: bool = False
-    max_tokens: int | None = None
-    scripted_reply: str | None = None
-    """From the ``vlt`` field, which only the testbed's own client sends."""
-    turn: int | None = None
-
-    @property
-    def prompt_tokens(self) -> int:
-        return sum(estimate_tokens(m["content"]) for m in self.messages)
-
-
-def _invalid_type(param: str, expected: str, value: Any) -> APIError:
-    got = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
-    what = got.get(type(value), "a number")
-    return APIError(
-        400,
-        f"Invalid type for '{param}': expected {expected}, but got {what} instead.",
-        param=param,
-        code="invalid_type",
-    )
-
-
-def _text_of(content: Any, param: str) -> str:
-    """Message content as text: a string, null, or a list of ``{"type": "text", "text": ...}`` parts."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = []
-        for i, part in enumerate(content):
-            if not isinstance(part, dict):
-                raise _invalid_type(f"{param}[{i}]", "an object", part)
-            text = part.get("text", "")
-            if not isinstance(text, str):
-                raise _invalid_type(f"{param}[{i}].text", "a string", text)
-            texts.append(text)
-        return "".join(texts)
-    raise _invalid_type(param, "a string or an array", content)
-
-
-def _optional_int(body: Mapping[str, Any], key: str, minimum: int) -> int | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise _invalid_type(key, "an integer", value)
-    if value < minimum:
-        raise APIError(
-            400,
-            f"Invalid '{key}': integer below minimum value ({value} < {minimum}).",
-            param=key,
-            code="integer_below_min_value",
-        )
-    return value
-
-
-def parse_chat_request(body: Any) -> ChatRequest:
-    """Validate a decoded ``/v1/chat/completions`` body; :class:`APIError` (400) if it is wrong."""
-    if not isinstance(body, dict):
-        raise APIError(400, "Invalid request body: expected a JSON object.")
-    if "messages" not in body:
-        raise APIError(
-            400,
-            "Missing required parameter: 'messages'.",
-            param="messages",
-            code="missing_required_parameter",
-        )
-    raw_messages = body["messages"]
-    if not isinstance(raw_messages, list):
-        raise _invalid_type("messages", "an array", raw_messages)
-    if not raw_messages:
-        raise APIError(400, "Invalid 'messages': empty array.", param="messages", code="empty_array")
-    messages = []
-    for i, message in enumerate(raw_messages):
-        param = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise _invalid_type(param, "an object", message)
-        role = message.get("role")
-        if role is None:
-            raise APIError(
-                400,
-                f"Missing required parameter: '{param}.role'.",
-                param=f"{param}.role",
-                code="missing_required_parameter",
-            )
-        if not isinstance(role, str):
-            raise _invalid_type(f"{param}.role", "a string", role)
-        if role not in _ROLES:
-            raise APIError(
-                400,
-                f"Invalid value: '{role}'. Supported values are: {', '.join(sorted(_ROLES))}.",
-                param=f"{param}.role",
-                code="invalid_value",
-            )
-        messages.append({"role": role, "content": _text_of(message.get("content"), f"{param}.content")})
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise _invalid_type("model", "a string", model)
-    stream = body.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise _invalid_type("stream", "a boolean", stream)
-    options = body.get("stream_options")
-    include_usage = False
-    if options is not None:
-        if not isinstance(options, dict):
-            raise _invalid_type("stream_options", "an object", options)
-        if not stream:
-            raise APIError(
-                400,
-                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-                param="stream_options",
-                code="invalid_value",
-            )
-        include = options.get("include_usage", False)
-        if not isinstance(include, bool):
-            raise _invalid_type("stream_options.include_usage", "a boolean", include)
-        include_usage = include
-    max_tokens = _optional_int(body, "max_completion_tokens", 1)
-    if max_tokens is None:
-        max_tokens = _optional_int(body, "max_tokens", 1)
-    n = _optional_int(body, "n", 1)
-    if n not in (None, 1):
-        raise APIError(400, "Only n = 1 is supported.", param="n", code="unsupported_value")
-    scripted, turn = None, None
-    extra = body.get("vlt")
-    if extra is not None:
-        if not isinstance(extra, dict):
-            raise _invalid_type("vlt", "an object", extra)
-        scripted = extra.get("scripted_reply")
-        if scripted is not None and not isinstance(scripted, str):
-            raise _invalid_type("vlt.scripted_reply", "a string", scripted)
-        turn = extra.get("turn")
-        if turn is not None and (not isinstance(turn, int) or isinstance(turn, bool)):
-            raise _invalid_type("vlt.turn", "an integer", turn)
-    return ChatRequest(
-        messages=messages,
-        model=model,
-        stream=bool(stream),
-        include_usage=include_usage,
-        stream_options_given=options is not None,
-        max_tokens=max_tokens,
-        scripted_reply=scripted,
-        turn=turn,
-    )
-
-
-# --------------------------------------------------------------------------- text sources
-
-
-@dataclass(frozen=True, slots=True)
-class TextRequest:
-    """What a text source is asked for: the conversation and, maybe, the scenario's reply."""
-
-    messages: list[dict[str, str]]
-    scripted_reply: str | None = None
-    max_tokens: int | None = None
-
-
-class TextSource(Protocol):
-    """Where a reply's text comes from; the emulator decides when each token goes out."""
-
-    name: str
-
-    def tokens(self, request: TextRequest) -> AsyncGenerator[str, None]:
-        """The reply's tokens, in order, as soon as each exists."""
-        ...
-
-
-class BankTextSource:
-    """Always a built-in reply, chosen deterministically by the last user message."""
-
-    name = "bank"
-
-    async def tokens(self, request: TextRequest) -> AsyncGenerator[str, None]:
-        for token in tokenize(bank_reply(request.messages)):
-            yield token
-
-
-class ScriptedTextSource:
-    """The scenario's scripted reply when the request carries one, else the reply bank."""
-
-    name = "scripted"
-
-    async def tokens(self, request: TextRequest) -> AsyncGenerator[str, None]:
-        text = request.scripted_reply or bank_reply(request.messages)
-        for token in tokenize(text):
-            yield token
-
-
-class StageTextSource:
-    """Any in-process LLM stage (``stream(LLMRequest)``) as a text source: its content, re-paced.
-
-    The stage generates as fast as it can; the emulator sends each piece at
-    the profile's time for it — late, never early, when the stage is slower.
-    """
-
-    def __init__(self, stage: LLM, name: str) -> None:
-        self.stage = stage
-        self.name = name
-        self._turns = itertools.count()
-
-    async def tokens(self, request: TextRequest) -> AsyncGenerator[str, None]:
-        stream = self.stage.stream(LLMRequest(messages=request.messages, turn=next(self._turns)))
-        try:
-            async for delta in stream:
-                if delta.text:
-                    yield delta.text
-        finally:
-            # Stop the stage's generation now (e.g. at max_tokens), not when it is collected.
-            close = getattr(stream, "aclose", None)
-            if close is not None:
-                await close()
-
-
-def llamacpp_text_source(
-    clock: Clock, model_path: str | Path | None = None, *, max_tokens: int = 256
-) -> StageTextSource:
-    """Text from a local GGUF model via the ``llamacpp`` LLM stage (llama-cpp-python).
-
-    Imported lazily: llama-cpp-python is an optional extra that takes minutes to build.
-    """
-    if importlib.util.find_spec("llama_cpp") is None:
-        raise ConfigError(
-            "text source 'llamacpp' needs llama-cpp-python, which is not installed: "
-            "pip install -e '.[llamacpp]' (built portably, see DESIGN.md)",
-            field="text_source",
-        )
-    from agent.stages.llm_llamacpp import LlamaCppLLM, LlamaCppLLMConfig
-
-    config = LlamaCppLLMConfig(model_path=str(model_path or ""), max_tokens=max_tokens)
-    # The stage reads nothing but its config from the context; 16 kHz/20 ms is a placeholder.
-    stage = LlamaCppLLM(config, SessionContext(clock=clock, sample_rate=16_000, frame_samples=320))
-    return StageTextSource(stage, "llamacpp")
-
-
-def make_text_source(name: str, clock: Clock, *, model_path: str | Path | None = None) -> TextSource:
-    """The text source called ``name`` (one of :data:`TEXT_SOURCES`)."""
-    if name == "scripted":
-        return ScriptedTextSource()
-    if name == "bank":
-        return BankTextSource()
-    if name == "llamacpp":
-        return llamacpp_text_source(clock, model_path)
-    raise ConfigError(f"unknown text source {name!r}; valid: {', '.join(TEXT_SOURCES)}", field="text_source")
 
 
 # --------------------------------------------------------------------------- the emulated accelerator

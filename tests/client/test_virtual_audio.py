@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from agent.audio import FULL_SCALE, read_wav, write_wav
-from agent.client import virtual_audio
+from agent.client import speaker_recording, virtual_audio
 from agent.client.virtual_audio import MIC_SINK, MIC_SOURCE, SPEAKER_SINK, VirtualAudioError
 from tests.conftest import ROOT
 
@@ -54,7 +54,7 @@ def _dbfs(pcm: np.ndarray) -> float:
 
 
 def test_missing_pulseaudio_names_the_debian_packages(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(virtual_audio.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(VirtualAudioError) as err:
         virtual_audio.start()
     assert str(err.value) == (
@@ -183,7 +183,7 @@ def test_a_tone_played_to_the_default_output_reaches_record_speaker(
         position += len(chunk)
 
     plan = plan_stream(resolve_device(None, "output"), "output", RATE)
-    with virtual_audio.record_speaker(tmp_path / "speaker.wav") as recording:
+    with speaker_recording.record_speaker(tmp_path / "speaker.wav") as recording:
         time.sleep(0.2)
         # 20 ms blocks; a roomy buffer, so that a busy CI machine does not underrun.
         stream = open_stream(plan, blocksize=320, callback=callback, latency=0.1, start=True)

@@ -16,18 +16,15 @@ from agent import clock as clock_mod
 from agent.cli import main as vlt_main
 from agent.clock import Clock
 from agent.config import accelerators as acc
-from agent.config.accelerators import (
-    PROFILES,
-    AcceleratorProfile,
+from agent.config.accelerator_timing import (
     TokenTimer,
     aggregate_tokens_per_s,
-    load_profiles,
     stream_tokens_per_s,
     token_schedule_ns,
     ttft_ns,
     ttft_parts,
-    with_overrides,
 )
+from agent.config.accelerators import PROFILES, AcceleratorProfile, load_profiles, with_overrides
 from agent.errors import ConfigError
 from agent.stages.interfaces import LLMRequest, SessionContext
 from agent.stages.llm import EmulatedLLM, EmulatedLLMConfig, estimate_tokens, resolve_profile, tokenize

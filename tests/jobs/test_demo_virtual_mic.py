@@ -54,13 +54,13 @@ def _caller_wav(text: str, path: Path) -> Path:
 
 
 def test_demo_answers_through_the_virtual_microphone(tmp_path: Path, virtual_mic: None) -> None:
-    from agent.client import virtual_audio
+    from agent.client import speaker_recording, virtual_audio
 
     wavs = [_caller_wav(text, tmp_path / f"caller{i}.wav") for i, text in enumerate(UTTERANCES)]
     run_dir = tmp_path / "run"
     vlt = [sys.executable, "-m", "agent.cli"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    with virtual_audio.record_speaker(tmp_path / "speaker.wav") as speaker:
+    with speaker_recording.record_speaker(tmp_path / "speaker.wav") as speaker:
         proc = subprocess.Popen(
             [*vlt, "demo", "--no-hud", "--turns", "2", "--out", str(run_dir)],
             stdout=subprocess.PIPE,

@@ -38,17 +38,13 @@ from agent.metrics.regress import (
     Mode,
     Options,
     Verdict,
-    bootstrap_delta_ci,
-    cliffs_delta,
     compare,
-    mann_whitney,
-    min_p_value,
     parse_budgets,
     parse_stat,
     resolve_metric,
-    stat_value,
 )
 from agent.metrics.stats import percentile
+from agent.metrics.two_sample import bootstrap_delta_ci, cliffs_delta, mann_whitney, min_p_value, stat_value
 from agent.report.regress_output import format_table, junit_xml, markdown_summary
 from agent.stages.pipeline import Pipeline, load_pipeline
 from tests.conftest import PIPELINES, ROOT, SCENARIOS

@@ -24,21 +24,12 @@ import pytest
 from agent import clock as clock_mod
 from agent.cli import main as vlt_main
 from agent.clock import Clock, MonotonicClock
-from agent.config.accelerators import (
-    PROFILES,
-    AcceleratorProfile,
-    stream_tokens_per_s,
-    token_schedule_ns,
-    ttft_ns,
-)
+from agent.config.accelerator_timing import stream_tokens_per_s, token_schedule_ns, ttft_ns
+from agent.config.accelerators import PROFILES, AcceleratorProfile
 from agent.errors import ConfigError, ConnectError
-from agent.server.llm_emulator import (
-    Faults,
-    LLMEmulatorServer,
-    TextRequest,
-    make_text_source,
-    parse_chat_request,
-)
+from agent.server.chat_request import parse_chat_request
+from agent.server.llm_emulator import Faults, LLMEmulatorServer
+from agent.server.llm_text_sources import TextRequest, make_text_source
 from agent.stages.interfaces import SessionContext
 from agent.stages.llm import REPLY_BANK, EmulatedLLM, EmulatedLLMConfig, bank_reply, estimate_tokens, tokenize
 
@@ -483,7 +474,7 @@ def test_text_sources() -> None:
 
 def test_stage_adapter_re_paces_any_llm_stage() -> None:
     # The llamacpp text source is this adapter around the llamacpp stage; here around the emulated one.
-    from agent.server.llm_emulator import StageTextSource
+    from agent.server.llm_text_sources import StageTextSource
 
     async def main(clock: Clock) -> list[int]:
         ctx = SessionContext(clock=clock, sample_rate=16000, frame_samples=320)

@@ -28,13 +28,15 @@ from aiohttp.typedefs import Handler
 
 from agent import clock as clocks
 from agent.clock import Clock
-from agent.config.accelerators import PROFILES, token_schedule_ns
+from agent.config.accelerator_timing import token_schedule_ns
+from agent.config.accelerators import PROFILES
 from agent.errors import BackendError
 from agent.server.llm_emulator import Faults, LLMEmulatorServer
 from agent.server.orchestrator import TurnMarks, TurnResult, stamped
 from agent.stages.interfaces import LLMDelta, LLMRequest, SessionContext
 from agent.stages.llm import estimate_tokens, tokenize
-from agent.stages.llm_openai import OpenAILLM, OpenAILLMConfig
+from agent.stages.llm_openai import OpenAILLM
+from agent.stages.openai_endpoint import OpenAILLMConfig
 
 T = TypeVar("T")
 MS = 1_000_000

@@ -29,15 +29,10 @@ from agent.config.scenario import load_scenario
 from agent.errors import ConfigError
 from agent.jobs.runner import run_scenario
 from agent.metrics.wer import corpus_wer, normalize, number_words, wer_counts, word_error_rate
-from agent.stages.asr_whisper import (
-    WhisperASR,
-    WhisperASRConfig,
-    agreed_prefix,
-    collapse_repeats,
-    load_model,
-)
+from agent.stages.asr_whisper import WhisperASR, WhisperASRConfig, load_model
 from agent.stages.interfaces import SessionContext
 from agent.stages.pipeline import parse_pipeline
+from agent.stages.whisper_text import agreed_prefix, collapse_repeats
 from tests.conftest import PIPELINES, SCENARIOS
 
 RATE = 16000

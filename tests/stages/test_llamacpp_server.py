@@ -33,7 +33,8 @@ from agent.clock import Clock
 from agent.errors import BackendError, ConfigError
 from agent.server.orchestrator import TurnMarks, TurnResult, stamped
 from agent.stages.interfaces import LLMRequest, SessionContext
-from agent.stages.llm_openai import OpenAILLM, OpenAILLMConfig
+from agent.stages.llm_openai import OpenAILLM
+from agent.stages.openai_endpoint import OpenAILLMConfig
 
 pytest.importorskip("llama_cpp", reason="needs the llamacpp extra: pip install -e '.[llamacpp]'")
 

@@ -23,7 +23,8 @@ from agent.config.scenario import load_scenario
 from agent.errors import BackendError, ConfigError
 from agent.jobs.runner import run_scenario
 from agent.stages.interfaces import LLMDelta, LLMRequest, SessionContext
-from agent.stages.llm_openai import PRESETS, OpenAILLM, OpenAILLMConfig, resolve
+from agent.stages.llm_openai import OpenAILLM
+from agent.stages.openai_endpoint import PRESETS, OpenAILLMConfig, resolve
 from agent.stages.pipeline import load_pipeline, parse_pipeline
 from tests.conftest import PIPELINES
 
