@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,15 +46,9 @@ from agent.client.dispatcher import TurnMessage
 from agent.client.hud import HudState
 from agent.client.lifecycle import ClientRun, client_run
 from agent.client.live_audio import Microphone, Speaker
+from agent.client.live_turn import PASSING_STATUSES, LiveTurn, Utterance, build_live_record
 from agent.client.playout_buffer import PlayoutBuffer, Pulled
 from agent.client.recorder import StereoRecorder
-from agent.client.turn_record import (
-    client_marks,
-    listener_latency,
-    llm_tpot_ms,
-    marks_since,
-    stats_fields,
-)
 from agent.clock import NS_PER_S, Clock
 from agent.errors import ConnectError
 from agent.metrics.clocksync import OffsetEstimate
@@ -70,7 +64,6 @@ from agent.wire.protocol import (
     MarkList,
     ResponseDone,
     Transcript,
-    encode,
 )
 
 if TYPE_CHECKING:
@@ -79,10 +72,6 @@ if TYPE_CHECKING:
 __all__ = ["PASSING_STATUSES", "LiveOptions", "LiveResult", "LiveSession", "live_session", "make_client_vad"]
 
 log = logging.getLogger("vlt.live")
-
-#: A live turn passes unless the agent failed it: a turn cut short because the user
-#: ended the session is not the agent's failure.
-PASSING_STATUSES = frozenset({"ok", "interrupted", "unfinished"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,38 +100,6 @@ class LiveResult:
     offset: OffsetEstimate | None
     #: The session's origin on the client clock (``marks_ns`` count from it).
     origin_ns: int
-
-
-@dataclass
-class _Utterance:
-    """Speech the client VAD found in the microphone audio."""
-
-    start_ns: int
-    end_ns: int | None = None
-    #: Filled when this speech interrupted the agent (barge-in).
-    barge_in: dict[str, Any] | None = None
-
-
-@dataclass
-class _LiveTurn:
-    turn: int
-    opened_ns: int
-    marks: dict[str, int] = field(default_factory=dict)
-    server_marks: dict[str, int] = field(default_factory=dict)
-    status: str = "pending"
-    reason: str = ""
-    stats: dict[str, Any] = field(default_factory=dict)
-    transcript: str | None = None
-    partials: int = 0
-    agent_text: list[str] = field(default_factory=list)
-    agent_samples: int = 0
-    last_activity_ns: int = 0
-    done: bool = False
-    drained: bool = False
-    recorded: bool = False
-    #: The client flushed this turn's audio (barge-in); later audio is dropped.
-    cut: bool = False
-    resampler: PhraseResampler | None = None
 
 
 def make_client_vad(kind: str, clock: Clock, rate: int, frame: int) -> tuple[SileroVAD | EnergyVAD, str]:
@@ -183,9 +140,9 @@ class LiveSession:
         self.vad, notice = make_client_vad(options.vad, clock, rate, frame)
         if notice:
             state.notice = notice
-        self.turns: dict[int, _LiveTurn] = {}
+        self.turns: dict[int, LiveTurn] = {}
         self.records: list[dict[str, Any]] = []
-        self.utterances: list[_Utterance] = []
+        self.utterances: list[Utterance] = []
         self.finished = asyncio.Event()
         #: Why the agent ended the session (empty: it did not).
         self.closed_reason = ""
@@ -247,7 +204,7 @@ class LiveSession:
 
     def _on_speech_start(self) -> None:
         segments = self.vad.endpointer.segments
-        utt = _Utterance(self._sample_time(segments[-1][0]))
+        utt = Utterance(self._sample_time(segments[-1][0]))
         self.utterances.append(utt)
         self.state.partial = ""
         now = self.clock.now_ns()
@@ -261,7 +218,7 @@ class LiveSession:
         self.utterances[-1].end_ns = self._sample_time(end)
         self._awaiting_reply = True
 
-    def _barge_in(self, utt: _Utterance, now: int) -> None:
+    def _barge_in(self, utt: Utterance, now: int) -> None:
         """Speech over the agent: silence the speaker now, and tell the agent to stop."""
         turn = self._playing_turn if self._playing_turn is not None else self._responding
         self.buffer.flush()
@@ -281,15 +238,15 @@ class LiveSession:
 
     async def _send_interrupt(self) -> None:
         with contextlib.suppress(ConnectionClosed):
-            await self.ws.send(encode(Interrupt(reason="barge-in (client VAD)")))
+            await self.run.send(Interrupt(reason="barge-in (client VAD)"))
 
     # -- receiving -------------------------------------------------------------
 
-    def _turn(self, message: TurnMessage, now: int) -> _LiveTurn:
+    def _turn(self, message: TurnMessage, now: int) -> LiveTurn:
         """The turn ``message`` is about; the agent numbers them, so a new number opens one."""
         ct = self.turns.get(message.turn)
         if ct is None:
-            ct = self.turns[message.turn] = _LiveTurn(message.turn, now, last_activity_ns=now)
+            ct = self.turns[message.turn] = LiveTurn(message.turn, now, last_activity_ns=now)
             asyncio.get_running_loop().create_task(self._watch(ct))
         ct.last_activity_ns = now
         return ct
@@ -317,7 +274,7 @@ class LiveSession:
                 ct.marks["client.first_audio_received"] = start + onset * NS_PER_S // self.rate
         self._push(ct, pcm, onset)
 
-    def _push(self, ct: _LiveTurn, pcm: PCM, onset: int | None) -> None:
+    def _push(self, ct: LiveTurn, pcm: PCM, onset: int | None) -> None:
         device_pcm = pcm
         if self.speaker.rate != self.rate:
             if ct.resampler is None:
@@ -328,10 +285,10 @@ class LiveSession:
         chunk_id = self.buffer.push(device_pcm, ct.turn, onset)
         self._chunks[chunk_id] = (pcm, ct.turn)
 
-    def _on_marks(self, ct: _LiveTurn, message: MarkList, now: int) -> None:
+    def _on_marks(self, ct: LiveTurn, message: MarkList, now: int) -> None:
         ct.server_marks.update(message.marks)
 
-    def _on_transcript(self, ct: _LiveTurn, message: Transcript, now: int) -> None:
+    def _on_transcript(self, ct: LiveTurn, message: Transcript, now: int) -> None:
         if message.final:
             ct.transcript = message.text
             ct.agent_text.clear()  # a restarted turn: drop the abandoned reply
@@ -341,7 +298,7 @@ class LiveSession:
             ct.partials += 1
             self.state.partial = message.text
 
-    def _on_agent_text(self, ct: _LiveTurn, message: AgentText, now: int) -> None:
+    def _on_agent_text(self, ct: LiveTurn, message: AgentText, now: int) -> None:
         ct.agent_text.append(message.text)
         self._responding = ct.turn
         self.state.agent_text = " ".join(ct.agent_text)
@@ -349,7 +306,7 @@ class LiveSession:
     def _on_error(self, message: Error, now: int) -> None:
         self.state.notice = f"agent error {message.code}: {message.message}"
 
-    def _on_done(self, ct: _LiveTurn, message: ResponseDone, now: int) -> None:
+    def _on_done(self, ct: LiveTurn, message: ResponseDone, now: int) -> None:
         ct.stats = message.stats
         ct.status, ct.reason = message.status, message.reason
         ct.done = True
@@ -398,7 +355,7 @@ class LiveSession:
 
     # -- turns -------------------------------------------------------------------
 
-    async def _watch(self, ct: _LiveTurn) -> None:
+    async def _watch(self, ct: LiveTurn) -> None:
         """Record a turn the agent opened but stopped answering (reply timeout)."""
         timeout_ns = round(self.options.reply_timeout_ms * 1e6)
         while not ct.recorded:
@@ -416,11 +373,14 @@ class LiveSession:
                 return
             await self.clock.sleep_until(min(due, self.clock.now_ns() + NS_PER_S))
 
-    def _maybe_record(self, ct: _LiveTurn) -> None:
+    def _maybe_record(self, ct: LiveTurn) -> None:
         if ct.recorded or not (ct.done and ct.drained):
             return
         ct.recorded = True
-        record = self._build_record(ct)
+        playout = {"underruns_total": self.buffer.underruns}
+        record = build_live_record(
+            ct, self.utterances, self.run.offset, self.run.origin_ns, self.rate, playout
+        )
         self.records.append(record)
         self.run.writer.append_turn(record)
         self.state.turns.append(record)
@@ -431,43 +391,6 @@ class LiveSession:
             self.finished.set()
         self._update_status()
         self.on_change()
-
-    def _utterance_for(self, ct: _LiveTurn, marks: dict[str, int]) -> _Utterance | None:
-        """The speech this turn answers: the latest that ended before the agent's end of turn."""
-        eot = marks.get("vad.end_of_turn", ct.opened_ns)
-        ended = [u for u in self.utterances if u.end_ns is not None and u.end_ns <= eot]
-        return ended[-1] if ended else None
-
-    def _build_record(self, ct: _LiveTurn) -> dict[str, Any]:
-        marks = client_marks(ct.server_marks, ct.marks, self.run.offset)
-        utt = self._utterance_for(ct, marks)
-        if utt is not None:
-            marks["user.speech_start"] = utt.start_ns
-            assert utt.end_ns is not None
-            marks["user.speech_end"] = utt.end_ns
-        timeline, latency = listener_latency(marks)
-        latency["llm_tpot"] = llm_tpot_ms(marks, ct.stats)
-        barge_in = utt.barge_in if utt is not None else None
-        latency["barge_in_stop"] = barge_in["stop_ms"] if barge_in else None
-        reply = " ".join(ct.agent_text) or str(ct.stats.get("reply", ""))
-        return {
-            "turn": ct.turn,
-            "status": ct.status,
-            "reason": ct.reason,
-            "user_text": "",
-            "transcript": ct.transcript,
-            "reply": reply,
-            "latency_ms": latency,
-            "missing_marks": list(timeline.missing),
-            "marks_ns": marks_since(marks, self.run.origin_ns),
-            **stats_fields(ct.stats, ct.partials),
-            "wer": None,
-            "agent_audio_ms": ct.agent_samples * 1000 / self.rate,
-            "barge_in": barge_in,
-            "playout": {"underruns_total": self.buffer.underruns},
-            "expectations": [],
-            "passed": ct.status in PASSING_STATUSES,
-        }
 
     def _update_status(self) -> None:
         now = self.clock.now_ns()
