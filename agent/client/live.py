@@ -34,31 +34,25 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from agent.audio import PCM, PhraseResampler, find_onset, frame_rms_dbfs, pcm_to_bytes
-from agent.client.connection import open_session, receive_until_closed, sync_clock
+from agent.client.dispatcher import TurnMessage
 from agent.client.hud import HudState
+from agent.client.lifecycle import ClientRun, client_run
 from agent.client.live_audio import Microphone, Speaker
+from agent.client.live_turn import PASSING_STATUSES, LiveTurn, Utterance, build_live_record
 from agent.client.playout_buffer import PlayoutBuffer, Pulled
 from agent.client.recorder import StereoRecorder
-from agent.client.turn_record import (
-    client_marks,
-    listener_latency,
-    llm_tpot_ms,
-    marks_since,
-    stats_fields,
-)
-from agent.clock import NS_PER_S, Clock, utc_now
+from agent.clock import NS_PER_S, Clock
 from agent.errors import ConnectError
 from agent.metrics.clocksync import OffsetEstimate
-from agent.metrics.results import RunWriter, environment, metric_values, summarize
+from agent.metrics.results import metric_values
 from agent.metrics.stats import describe
 from agent.metrics.timeline import LISTENER_V2V_END
 from agent.stages.interfaces import SessionContext
@@ -68,11 +62,8 @@ from agent.wire.protocol import (
     Error,
     Interrupt,
     MarkList,
-    Ping,
-    Pong,
     ResponseDone,
     Transcript,
-    encode,
 )
 
 if TYPE_CHECKING:
@@ -81,10 +72,6 @@ if TYPE_CHECKING:
 __all__ = ["PASSING_STATUSES", "LiveOptions", "LiveResult", "LiveSession", "live_session", "make_client_vad"]
 
 log = logging.getLogger("vlt.live")
-
-#: A live turn passes unless the agent failed it: a turn cut short because the user
-#: ended the session is not the agent's failure.
-PASSING_STATUSES = frozenset({"ok", "interrupted", "unfinished"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,38 +102,6 @@ class LiveResult:
     origin_ns: int
 
 
-@dataclass
-class _Utterance:
-    """Speech the client VAD found in the microphone audio."""
-
-    start_ns: int
-    end_ns: int | None = None
-    #: Filled when this speech interrupted the agent (barge-in).
-    barge_in: dict[str, Any] | None = None
-
-
-@dataclass
-class _LiveTurn:
-    turn: int
-    opened_ns: int
-    marks: dict[str, int] = field(default_factory=dict)
-    server_marks: dict[str, int] = field(default_factory=dict)
-    status: str = "pending"
-    reason: str = ""
-    stats: dict[str, Any] = field(default_factory=dict)
-    transcript: str | None = None
-    partials: int = 0
-    agent_text: list[str] = field(default_factory=list)
-    agent_samples: int = 0
-    last_activity_ns: int = 0
-    done: bool = False
-    drained: bool = False
-    recorded: bool = False
-    #: The client flushed this turn's audio (barge-in); later audio is dropped.
-    cut: bool = False
-    resampler: PhraseResampler | None = None
-
-
 def make_client_vad(kind: str, clock: Clock, rate: int, frame: int) -> tuple[SileroVAD | EnergyVAD, str]:
     """The client's VAD and a note when it had to fall back to ``energy``."""
     from agent.stages.vad_silero import EnergyVAD, EnergyVADConfig, SileroVAD, SileroVADConfig
@@ -163,24 +118,20 @@ def make_client_vad(kind: str, clock: Clock, rate: int, frame: int) -> tuple[Sil
 class LiveSession:
     def __init__(
         self,
-        ws: ClientConnection,
-        clock: Clock,
-        rate: int,
-        frame: int,
+        run: ClientRun,
         mic: Microphone,
         speaker: Speaker,
-        writer: RunWriter,
         options: LiveOptions,
         state: HudState,
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
-        self.ws = ws
-        self.clock = clock
-        self.rate = rate
-        self.frame = frame
+        self.run = run
+        self.ws = run.ws
+        self.clock = clock = run.clock
+        self.rate = rate = run.sample_rate
+        self.frame = frame = rate * run.frame_ms // 1000
         self.mic = mic
         self.speaker = speaker
-        self.writer = writer
         self.options = options
         self.state = state
         self.on_change = on_change
@@ -189,14 +140,12 @@ class LiveSession:
         self.vad, notice = make_client_vad(options.vad, clock, rate, frame)
         if notice:
             state.notice = notice
-        self.offset: OffsetEstimate | None = None
-        self.origin_ns = 0
-        self.turns: dict[int, _LiveTurn] = {}
+        self.turns: dict[int, LiveTurn] = {}
         self.records: list[dict[str, Any]] = []
-        self.utterances: list[_Utterance] = []
+        self.utterances: list[Utterance] = []
         self.finished = asyncio.Event()
-        self._pongs: asyncio.Queue[tuple[Pong, int]] = asyncio.Queue()
-        self._closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        #: Why the agent ended the session (empty: it did not).
+        self.closed_reason = ""
         self._responding: int | None = None  # the turn incoming agent audio belongs to
         self._arrival_end_ns = 0  # the replay client's playout model: arrival order
         self._heard_until_ns = 0  # the device's last agent sample (for muting and status)
@@ -206,6 +155,13 @@ class LiveSession:
         self._frame_times: list[tuple[int, int]] = []  # (first sample, receive time of its end)
         self._awaiting_reply = False
         self._muted_frames = 0
+        dispatcher = run.dispatcher
+        dispatcher.on_turn(MarkList, self._turn, self._on_marks)
+        dispatcher.on_turn(Transcript, self._turn, self._on_transcript)
+        dispatcher.on_turn(AgentText, self._turn, self._on_agent_text)
+        dispatcher.on_turn(ResponseDone, self._turn, self._on_done)
+        dispatcher.on(Error, self._on_error)
+        dispatcher.after_each(on_change)
 
     # -- time of microphone samples ------------------------------------------
 
@@ -248,7 +204,7 @@ class LiveSession:
 
     def _on_speech_start(self) -> None:
         segments = self.vad.endpointer.segments
-        utt = _Utterance(self._sample_time(segments[-1][0]))
+        utt = Utterance(self._sample_time(segments[-1][0]))
         self.utterances.append(utt)
         self.state.partial = ""
         now = self.clock.now_ns()
@@ -262,7 +218,7 @@ class LiveSession:
         self.utterances[-1].end_ns = self._sample_time(end)
         self._awaiting_reply = True
 
-    def _barge_in(self, utt: _Utterance, now: int) -> None:
+    def _barge_in(self, utt: Utterance, now: int) -> None:
         """Speech over the agent: silence the speaker now, and tell the agent to stop."""
         turn = self._playing_turn if self._playing_turn is not None else self._responding
         self.buffer.flush()
@@ -282,31 +238,22 @@ class LiveSession:
 
     async def _send_interrupt(self) -> None:
         with contextlib.suppress(ConnectionClosed):
-            await self.ws.send(encode(Interrupt(reason="barge-in (client VAD)")))
+            await self.run.send(Interrupt(reason="barge-in (client VAD)"))
 
     # -- receiving -------------------------------------------------------------
 
-    async def receive(self) -> None:
-        def audio(pcm: PCM, now: int) -> None:
-            self._on_audio(pcm, now)
-            self.on_change()
-
-        def message(message: Any, now: int) -> None:
-            self._on_message(message, now)
-            self.on_change()
-
-        self._close(await receive_until_closed(self.ws, self.clock, audio, message))
-
-    def _close(self, reason: str) -> None:
-        if not self._closed.done():
-            self._closed.set_result(reason)
-
-    def _turn(self, turn: int, now: int) -> _LiveTurn:
-        ct = self.turns.get(turn)
+    def _turn(self, message: TurnMessage, now: int) -> LiveTurn:
+        """The turn ``message`` is about; the agent numbers them, so a new number opens one."""
+        ct = self.turns.get(message.turn)
         if ct is None:
-            ct = self.turns[turn] = _LiveTurn(turn, now, last_activity_ns=now)
+            ct = self.turns[message.turn] = LiveTurn(message.turn, now, last_activity_ns=now)
             asyncio.get_running_loop().create_task(self._watch(ct))
+        ct.last_activity_ns = now
         return ct
+
+    def on_audio(self, pcm: PCM, now: int) -> None:
+        self._on_audio(pcm, now)
+        self.on_change()
 
     def _on_audio(self, pcm: PCM, now: int) -> None:
         if self._responding is None:
@@ -327,7 +274,7 @@ class LiveSession:
                 ct.marks["client.first_audio_received"] = start + onset * NS_PER_S // self.rate
         self._push(ct, pcm, onset)
 
-    def _push(self, ct: _LiveTurn, pcm: PCM, onset: int | None) -> None:
+    def _push(self, ct: LiveTurn, pcm: PCM, onset: int | None) -> None:
         device_pcm = pcm
         if self.speaker.rate != self.rate:
             if ct.resampler is None:
@@ -338,35 +285,28 @@ class LiveSession:
         chunk_id = self.buffer.push(device_pcm, ct.turn, onset)
         self._chunks[chunk_id] = (pcm, ct.turn)
 
-    def _on_message(self, message: Any, now: int) -> None:
-        if isinstance(message, Pong):
-            self._pongs.put_nowait((message, now))
-        elif isinstance(message, MarkList | Transcript | AgentText | ResponseDone):
-            ct = self._turn(message.turn, now)
-            ct.last_activity_ns = now
-            if isinstance(message, MarkList):
-                ct.server_marks.update(message.marks)
-            elif isinstance(message, Transcript):
-                if message.final:
-                    ct.transcript = message.text
-                    ct.agent_text.clear()  # a restarted turn: drop the abandoned reply
-                    self._responding = ct.turn
-                    self.state.transcript, self.state.partial, self.state.agent_text = message.text, "", ""
-                else:
-                    ct.partials += 1
-                    self.state.partial = message.text
-            elif isinstance(message, AgentText):
-                ct.agent_text.append(message.text)
-                self._responding = ct.turn
-                self.state.agent_text = " ".join(ct.agent_text)
-            else:
-                self._on_done(ct, message)
-        elif isinstance(message, Error):
-            self.state.notice = f"agent error {message.code}: {message.message}"
-        elif isinstance(message, Bye):
-            self._close(f"agent said bye: {message.reason}")
+    def _on_marks(self, ct: LiveTurn, message: MarkList, now: int) -> None:
+        ct.server_marks.update(message.marks)
 
-    def _on_done(self, ct: _LiveTurn, message: ResponseDone) -> None:
+    def _on_transcript(self, ct: LiveTurn, message: Transcript, now: int) -> None:
+        if message.final:
+            ct.transcript = message.text
+            ct.agent_text.clear()  # a restarted turn: drop the abandoned reply
+            self._responding = ct.turn
+            self.state.transcript, self.state.partial, self.state.agent_text = message.text, "", ""
+        else:
+            ct.partials += 1
+            self.state.partial = message.text
+
+    def _on_agent_text(self, ct: LiveTurn, message: AgentText, now: int) -> None:
+        ct.agent_text.append(message.text)
+        self._responding = ct.turn
+        self.state.agent_text = " ".join(ct.agent_text)
+
+    def _on_error(self, message: Error, now: int) -> None:
+        self.state.notice = f"agent error {message.code}: {message.message}"
+
+    def _on_done(self, ct: LiveTurn, message: ResponseDone, now: int) -> None:
         ct.stats = message.stats
         ct.status, ct.reason = message.status, message.reason
         ct.done = True
@@ -408,14 +348,14 @@ class LiveSession:
         pcm, _turn = entry
         ratio = self.rate / self.speaker.rate
         a, b = round(start * ratio), round((start + length) * ratio)
-        position = (at - self.origin_ns) * self.rate // NS_PER_S
+        position = (at - self.run.origin_ns) * self.rate // NS_PER_S
         self.recorder.add_agent(position, pcm[a:b])
         if b >= len(pcm):
             del self._chunks[chunk_id]
 
     # -- turns -------------------------------------------------------------------
 
-    async def _watch(self, ct: _LiveTurn) -> None:
+    async def _watch(self, ct: LiveTurn) -> None:
         """Record a turn the agent opened but stopped answering (reply timeout)."""
         timeout_ns = round(self.options.reply_timeout_ms * 1e6)
         while not ct.recorded:
@@ -433,13 +373,16 @@ class LiveSession:
                 return
             await self.clock.sleep_until(min(due, self.clock.now_ns() + NS_PER_S))
 
-    def _maybe_record(self, ct: _LiveTurn) -> None:
+    def _maybe_record(self, ct: LiveTurn) -> None:
         if ct.recorded or not (ct.done and ct.drained):
             return
         ct.recorded = True
-        record = self._build_record(ct)
+        playout = {"underruns_total": self.buffer.underruns}
+        record = build_live_record(
+            ct, self.utterances, self.run.offset, self.run.origin_ns, self.rate, playout
+        )
         self.records.append(record)
-        self.writer.append_turn(record)
+        self.run.writer.append_turn(record)
         self.state.turns.append(record)
         self._awaiting_reply = False
         if ct.status == "interrupted" and ct.cut:
@@ -448,43 +391,6 @@ class LiveSession:
             self.finished.set()
         self._update_status()
         self.on_change()
-
-    def _utterance_for(self, ct: _LiveTurn, marks: dict[str, int]) -> _Utterance | None:
-        """The speech this turn answers: the latest that ended before the agent's end of turn."""
-        eot = marks.get("vad.end_of_turn", ct.opened_ns)
-        ended = [u for u in self.utterances if u.end_ns is not None and u.end_ns <= eot]
-        return ended[-1] if ended else None
-
-    def _build_record(self, ct: _LiveTurn) -> dict[str, Any]:
-        marks = client_marks(ct.server_marks, ct.marks, self.offset)
-        utt = self._utterance_for(ct, marks)
-        if utt is not None:
-            marks["user.speech_start"] = utt.start_ns
-            assert utt.end_ns is not None
-            marks["user.speech_end"] = utt.end_ns
-        timeline, latency = listener_latency(marks)
-        latency["llm_tpot"] = llm_tpot_ms(marks, ct.stats)
-        barge_in = utt.barge_in if utt is not None else None
-        latency["barge_in_stop"] = barge_in["stop_ms"] if barge_in else None
-        reply = " ".join(ct.agent_text) or str(ct.stats.get("reply", ""))
-        return {
-            "turn": ct.turn,
-            "status": ct.status,
-            "reason": ct.reason,
-            "user_text": "",
-            "transcript": ct.transcript,
-            "reply": reply,
-            "latency_ms": latency,
-            "missing_marks": list(timeline.missing),
-            "marks_ns": marks_since(marks, self.origin_ns),
-            **stats_fields(ct.stats, ct.partials),
-            "wer": None,
-            "agent_audio_ms": ct.agent_samples * 1000 / self.rate,
-            "barge_in": barge_in,
-            "playout": {"underruns_total": self.buffer.underruns},
-            "expectations": [],
-            "passed": ct.status in PASSING_STATUSES,
-        }
 
     def _update_status(self) -> None:
         now = self.clock.now_ns()
@@ -498,14 +404,30 @@ class LiveSession:
             status = "listening"
         self.state.status = status
 
-    # -- plumbing ------------------------------------------------------------------
+    # -- what the lifecycle asks of a client (agent.client.lifecycle.RunClient) --
 
-    async def ping(self, message: Ping) -> tuple[Pong, int]:
-        await self.ws.send(encode(message))
-        return await self._pongs.get()
+    def stop(self) -> None:
+        self.speaker.close()
 
-    async def wait_closed(self) -> str:
-        return await asyncio.shield(self._closed)
+    def final_records(self) -> list[dict[str, Any]]:
+        self.finish_pending()
+        return self.records
+
+    def conclude(self, summary: dict[str, Any], manifest: dict[str, Any], finished_utc: str) -> None:
+        # The replay client's figure for the same turns (agent audio played on arrival).
+        summary["metrics_ms"]["voice_to_voice_arrival"] = describe(
+            metric_values(self.records, "voice_to_voice_arrival")
+        )
+        summary["completed"] = not self.closed_reason
+        manifest["devices"] = {"input": self.mic.describe(), "output": self.speaker.describe()}
+        manifest["playout"] = {
+            "underruns": self.buffer.underruns,
+            "played_samples": self.buffer.played_samples,
+            "dropped_samples": self.buffer.dropped_samples,
+            "muted_frames": self._muted_frames,
+        }
+        manifest["finished_utc"] = finished_utc
+        manifest["closed"] = self.closed_reason or None
 
     def finish_pending(self) -> None:
         """Record the turns still open when the session stops (their marks so far)."""
@@ -535,48 +457,28 @@ async def live_session(
     """
     opts = options or LiveOptions()
     state = state if state is not None else HudState(status="connecting", mode="", agent=url, devices="")
-    started = clock.now_ns()
-    ws, hello = await open_session(url, clock, None, None)
-    rate, frame_ms = hello.sample_rate, hello.frame_ms
-    assert rate is not None and frame_ms is not None  # checked by open_session
-    frame = rate * frame_ms // 1000
-    writer = RunWriter(run_dir)
-    state.run_dir = str(writer.dir)
-    mic, speaker = make_audio(rate, frame_ms)
-    session = LiveSession(ws, clock, rate, frame, mic, speaker, writer, opts, state, on_change)
-    manifest: dict[str, Any] = {
-        "kind": "demo",
-        "started_utc": utc_now().isoformat(),
-        "url": url,
-        "agent": {"software": hello.software, "session": hello.session, "pipeline": hello.pipeline},
-        "audio": {"sample_rate": rate, "frame_ms": frame_ms},
-        "options": {
+    async with client_run(url, clock, run_dir) as run:
+        state.run_dir = str(run.writer.dir)
+        mic, speaker = make_audio(run.sample_rate, run.frame_ms)
+        session = LiveSession(run, mic, speaker, opts, state, on_change)
+        options_manifest = {
             "barge_in": opts.barge_in,
             "prebuffer_ms": opts.prebuffer_ms,
             "echo_tail_ms": opts.echo_tail_ms,
             "client_vad": opts.vad,
-        },
-        "clock": {"virtual": clock.virtual},
-        "environment": environment(),
-        **(manifest_extra or {}),
-    }
-    tasks: list[asyncio.Task[Any]] = [asyncio.create_task(session.receive())]
-    closed_reason = ""
-    try:
-        session.offset = await sync_clock(session.ping, clock, opts.clock_sync_rounds)
-        manifest["clock"]["offset_start"] = session.offset.as_dict()
-        session.origin_ns = clock.now_ns()
-        manifest["clock"]["origin_ns"] = session.origin_ns - started
+        }
+        run.begin(session, "demo", {"options": options_manifest}, manifest_extra)
+        await run.sync_clock(opts.clock_sync_rounds, at="start")
+        run.fix_origin()
         speaker.start(session.buffer, session.on_played)
-        tasks.append(asyncio.create_task(session.microphone()))
-        manifest["devices"] = {"input": mic.describe(), "output": speaker.describe()}
-        writer.write_json("manifest.json", manifest)
+        microphone = run.spawn(session.microphone())
+        run.manifest["devices"] = {"input": mic.describe(), "output": speaker.describe()}
+        run.write_manifest()
         state.status = "listening"
         on_change()
-        microphone = tasks[1]
         stops: list[asyncio.Future[Any]] = [
             asyncio.ensure_future(session.finished.wait()),
-            asyncio.ensure_future(session.wait_closed()),
+            asyncio.ensure_future(run.wait_closed()),
         ]
         if opts.duration_s is not None:
             deadline = clock.now_ns() + round(opts.duration_s * 1e9)
@@ -589,38 +491,11 @@ async def live_session(
                 stop.cancel()
         if microphone.done():
             microphone.result()
-        if session._closed.done():
-            closed_reason = session._closed.result()
+        if run.closed_reason is not None:
+            session.closed_reason = run.closed_reason
         else:
             with contextlib.suppress(ConnectionClosed):
-                await ws.send(encode(Bye(reason="demo ended")))
-    finally:
-        for task in tasks:
-            task.cancel()
-        speaker.close()
-        with contextlib.suppress(Exception):
-            await ws.close()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        session.finish_pending()
-        summary = summarize(session.records)
-        # The replay client's figure for the same turns (agent audio played on arrival).
-        summary["metrics_ms"]["voice_to_voice_arrival"] = describe(
-            metric_values(session.records, "voice_to_voice_arrival")
-        )
-        summary["completed"] = not closed_reason
-        manifest["devices"] = {"input": mic.describe(), "output": speaker.describe()}
-        manifest["playout"] = {
-            "underruns": session.buffer.underruns,
-            "played_samples": session.buffer.played_samples,
-            "dropped_samples": session.buffer.dropped_samples,
-            "muted_frames": session._muted_frames,
-        }
-        manifest["finished_utc"] = utc_now().isoformat()
-        manifest["closed"] = closed_reason or None
-        writer.write_json("summary.json", summary)
-        writer.write_json("manifest.json", manifest)
-        session.recorder.write(writer.dir / "recording.wav")
-        writer.close()
-    if closed_reason and not session.records:
-        raise ConnectError(closed_reason)
-    return LiveResult(writer.dir, session.records, summary, session.offset, session.origin_ns)
+                await run.send(Bye(reason="demo ended"))
+    if session.closed_reason and not session.records:
+        raise ConnectError(session.closed_reason)
+    return LiveResult(run.writer.dir, session.records, run.summary, run.offset, run.origin_ns)

@@ -32,19 +32,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from agent.audio import PCM, find_onset, pcm_to_bytes
-from agent.client.connection import open_session, receive_until_closed, sync_clock
+from agent.client.dispatcher import TurnMessage
+from agent.client.lifecycle import ClientRun, client_run
 from agent.client.recorder import StereoRecorder
 from agent.client.turn_record import client_marks, llm_tpot_ms, marks_since, stats_fields
 from agent.client.user_speech import UserUtterance, render_user_audio
-from agent.clock import NS_PER_S, Clock, utc_now
+from agent.clock import NS_PER_S, Clock
 from agent.config.scenario import Scenario, Turn
-from agent.errors import ConnectError
 from agent.metrics.clocksync import OffsetEstimate
-from agent.metrics.results import RunWriter, environment, summarize
 from agent.metrics.timeline import analyze
 from agent.metrics.wer import wer_counts
 from agent.wire.protocol import (
@@ -52,8 +50,6 @@ from agent.wire.protocol import (
     Bye,
     Error,
     MarkList,
-    Ping,
-    Pong,
     ResponseDone,
     Script,
     Transcript,
@@ -112,48 +108,52 @@ class _ClientTurn:
 class _Replay:
     def __init__(
         self,
-        ws: ClientConnection,
-        clock: Clock,
+        run: ClientRun,
         scenario: Scenario,
-        writer: RunWriter,
-        sample_rate: int,
-        frame_ms: int,
         on_turn: Callable[[dict[str, Any]], None] | None,
     ) -> None:
-        self.ws = ws
-        self.clock = clock
+        self.run = run
+        self.ws = run.ws
+        self.clock = run.clock
         self.scenario = scenario
-        self.writer = writer
-        self.rate = sample_rate
-        self.frame = sample_rate * frame_ms // 1000
-        self.frame_ns = self.frame * NS_PER_S // sample_rate
+        self.rate = run.sample_rate
+        self.frame = self.rate * run.frame_ms // 1000
+        self.frame_ns = self.frame * NS_PER_S // self.rate
         self.on_turn = on_turn
         self.turns = [_ClientTurn(t) for t in scenario.turns]
         self.records: list[dict[str, Any]] = []
-        self.recorder = StereoRecorder(sample_rate)
-        self.offset: OffsetEstimate | None = None
-        self.origin_ns = 0
+        self.recorder = StereoRecorder(self.rate)
+        self.completed = False
         self._silence = np.zeros(self.frame, dtype=np.int16)
         self._silence_bytes = pcm_to_bytes(self._silence)
         self._speech: deque[tuple[_ClientTurn, UserUtterance, int]] = deque()
         self._replying: deque[_ClientTurn] = deque()  # speech sent, reply not finished
         self._playout_end_ns = 0
-        self._pongs: asyncio.Queue[tuple[Pong, int]] = asyncio.Queue()
-        self._closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        dispatcher = run.dispatcher
+        dispatcher.on_turn(MarkList, self._turn, self._on_marks)
+        dispatcher.on_turn(Transcript, self._turn, self._on_transcript)
+        dispatcher.on_turn(AgentText, self._turn, self._on_agent_text)
+        dispatcher.on_turn(ResponseDone, self._turn, self._on_response_done)
+        dispatcher.on(Error, self._on_error)
+
+    # -- what the lifecycle asks of a client (agent.client.lifecycle.RunClient) --
+
+    def stop(self) -> None:
+        pass  # no device to stop: the microphone is a task of the run
+
+    def final_records(self) -> list[dict[str, Any]]:
+        return self.records
+
+    def conclude(self, summary: dict[str, Any], manifest: dict[str, Any], finished_utc: str) -> None:
+        summary["completed"] = manifest["completed"] = self.completed
+        manifest["finished_utc"] = finished_utc
 
     # -- receiving ---------------------------------------------------------
 
-    async def receive(self) -> None:
-        self._close_reason(await receive_until_closed(self.ws, self.clock, self._on_audio, self._on_message))
-
-    def _close_reason(self, reason: str) -> None:
-        if not self._closed.done():
-            self._closed.set_result(reason)
-
-    def _on_audio(self, pcm: PCM, now: int) -> None:
+    def on_audio(self, pcm: PCM, now: int) -> None:
         start = max(now, self._playout_end_ns)
         self._playout_end_ns = start + len(pcm) * NS_PER_S // self.rate
-        self.recorder.add_agent((start - self.origin_ns) * self.rate // NS_PER_S, pcm)
+        self.recorder.add_agent((start - self.run.origin_ns) * self.rate // NS_PER_S, pcm)
         if not self._replying:
             log.debug("agent audio with no turn awaiting a reply")
             return
@@ -168,34 +168,36 @@ class _Replay:
                 ct.marks["client.first_audio_received"] = start + onset * NS_PER_S // self.rate
                 ct.audible.set()
 
-    def _on_message(self, message: Any, now: int) -> None:
-        if isinstance(message, Pong):
-            self._pongs.put_nowait((message, now))
-        elif isinstance(message, MarkList | Transcript | AgentText | ResponseDone):
-            if not 0 <= message.turn < len(self.turns):
-                log.warning("agent sent %s for unknown turn %d", message.TYPE, message.turn)
-                return
-            ct = self.turns[message.turn]
-            ct.last_activity_ns = now
-            if isinstance(message, MarkList):
-                ct.server_marks.update(message.marks)
-            elif isinstance(message, Transcript):
-                if message.final:
-                    ct.transcript = message.text
-                    # A final transcript precedes its response's text; a second one is a
-                    # restarted turn (a VAD split, docs/speech.md): drop the abandoned text.
-                    ct.agent_text.clear()
-                else:
-                    ct.partials.append(message.text)
-            elif isinstance(message, AgentText):
-                ct.agent_text.append(message.text)
-            else:
-                ct.stats = message.stats
-                self._finish(ct, message.status, message.reason)
-        elif isinstance(message, Error):
-            log.warning("agent error %s: %s", message.code, message.message)
-        elif isinstance(message, Bye):
-            self._close_reason(f"agent said bye: {message.reason}")
+    def _turn(self, message: TurnMessage, now: int) -> _ClientTurn | None:
+        """The scenario turn ``message`` is about (None, with a warning, if there is none)."""
+        if not 0 <= message.turn < len(self.turns):
+            log.warning("agent sent %s for unknown turn %d", message.TYPE, message.turn)
+            return None
+        ct = self.turns[message.turn]
+        ct.last_activity_ns = now
+        return ct
+
+    def _on_marks(self, ct: _ClientTurn, message: MarkList, now: int) -> None:
+        ct.server_marks.update(message.marks)
+
+    def _on_transcript(self, ct: _ClientTurn, message: Transcript, now: int) -> None:
+        if message.final:
+            ct.transcript = message.text
+            # A final transcript precedes its response's text; a second one is a
+            # restarted turn (a VAD split, docs/speech.md): drop the abandoned text.
+            ct.agent_text.clear()
+        else:
+            ct.partials.append(message.text)
+
+    def _on_agent_text(self, ct: _ClientTurn, message: AgentText, now: int) -> None:
+        ct.agent_text.append(message.text)
+
+    def _on_response_done(self, ct: _ClientTurn, message: ResponseDone, now: int) -> None:
+        ct.stats = message.stats
+        self._finish(ct, message.status, message.reason)
+
+    def _on_error(self, message: Error, now: int) -> None:
+        log.warning("agent error %s: %s", message.code, message.message)
 
     def _finish(self, ct: _ClientTurn, status: str, reason: str) -> None:
         if ct.done.is_set():
@@ -205,10 +207,6 @@ class _Replay:
             self._replying.remove(ct)
         ct.done.set()
 
-    async def ping(self, message: Ping) -> tuple[Pong, int]:
-        await self.ws.send(encode(message))
-        return await self._pongs.get()
-
     # -- sending -----------------------------------------------------------
 
     async def microphone(self) -> None:
@@ -216,7 +214,7 @@ class _Replay:
         k = 0
         current: tuple[_ClientTurn, UserUtterance, int] | None = None
         while True:
-            await self.clock.sleep_until(self.origin_ns + (k + 1) * self.frame_ns)
+            await self.clock.sleep_until(self.run.origin_ns + (k + 1) * self.frame_ns)
             first = k * self.frame
             if current is None and self._speech:
                 current = self._speech.popleft()
@@ -260,7 +258,7 @@ class _Replay:
 
     def next_frame_sample(self) -> int:
         """The stream position of the next frame not yet sent."""
-        elapsed = self.clock.now_ns() - self.origin_ns
+        elapsed = self.clock.now_ns() - self.run.origin_ns
         return (elapsed // self.frame_ns) * self.frame
 
     # -- the conversation --------------------------------------------------
@@ -314,9 +312,9 @@ class _Replay:
     # -- results -----------------------------------------------------------
 
     def _record(self, ct: _ClientTurn) -> None:
-        record = build_record(ct, self.turns, self.offset, self.origin_ns, self.rate)
+        record = build_record(ct, self.turns, self.run.offset, self.run.origin_ns, self.rate)
         self.records.append(record)
-        self.writer.append_turn(record)
+        self.run.writer.append_turn(record)
         if self.on_turn is not None:
             self.on_turn(record)
 
@@ -426,69 +424,17 @@ async def replay(
 ) -> ReplayResult:
     """Replay ``scenario`` against the agent at ``url``; results go to ``run_dir``."""
     opts = options or ReplayOptions()
-    started = clock.now_ns()
-    ws, hello = await open_session(url, clock, opts.sample_rate, opts.frame_ms)
-    writer = RunWriter(run_dir)
-    rate, frame_ms = hello.sample_rate, hello.frame_ms
-    assert rate is not None and frame_ms is not None  # checked by open_session
-    session = _Replay(ws, clock, scenario, writer, rate, frame_ms, on_turn)
-    manifest: dict[str, Any] = {
-        "kind": "replay",
-        "started_utc": None,
-        "url": url,
-        "agent": {"software": hello.software, "session": hello.session, "pipeline": hello.pipeline},
-        "audio": {"sample_rate": rate, "frame_ms": frame_ms},
-        "scenario": scenario.as_dict(),
-        "clock": {"virtual": clock.virtual},
-        "environment": environment(),
-        **(manifest_extra or {}),
-    }
-    manifest["started_utc"] = utc_now().isoformat()
-    receiver = asyncio.create_task(session.receive())
-    tasks: list[asyncio.Task[Any]] = [receiver]
-    completed = False
-    try:
-        session.offset = await _or_closed(session, sync_clock(session.ping, clock, opts.clock_sync_rounds))
-        manifest["clock"]["offset_start"] = session.offset.as_dict()
-        writer.write_json("manifest.json", manifest)
-        session.origin_ns = clock.now_ns()
-        manifest["clock"]["origin_ns"] = session.origin_ns - started
-        tasks.append(asyncio.create_task(session.microphone()))
-        await _or_closed(session, session.converse())
-        completed = True
+    async with client_run(url, clock, run_dir, sample_rate=opts.sample_rate, frame_ms=opts.frame_ms) as run:
+        session = _Replay(run, scenario, on_turn)
+        run.begin(session, "replay", {"scenario": scenario.as_dict()}, manifest_extra)
+        await run.sync_clock(opts.clock_sync_rounds, at="start")
+        run.write_manifest()
+        run.fix_origin()
+        microphone = run.spawn(session.microphone())
+        await run.unless_closed(session.converse())
+        session.completed = True
         with contextlib.suppress(ConnectionClosed):
-            tasks[1].cancel()
-            end_offset = await _or_closed(session, sync_clock(session.ping, clock, opts.clock_sync_rounds))
-            manifest["clock"]["offset_end"] = end_offset.as_dict()
-            await ws.send(encode(Bye(reason="scenario complete")))
-    finally:
-        for task in tasks:
-            task.cancel()
-        with contextlib.suppress(Exception):
-            await ws.close()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        summary = summarize(session.records)
-        summary["completed"] = completed
-        manifest["completed"] = completed
-        manifest["finished_utc"] = utc_now().isoformat()
-        writer.write_json("summary.json", summary)
-        writer.write_json("manifest.json", manifest)
-        session.recorder.write(writer.dir / "recording.wav")
-        writer.close()
-    return ReplayResult(writer.dir, session.records, summary, session.offset, completed)
-
-
-async def _or_closed(session: _Replay, coro: Any) -> Any:
-    """Await ``coro`` unless the agent closes the connection first."""
-    work = asyncio.ensure_future(coro)
-    closed = asyncio.ensure_future(asyncio.shield(session._closed))
-    try:
-        await asyncio.wait([work, closed], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        closed.cancel()
-    if work.done():
-        return work.result()
-    work.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await work
-    raise ConnectError(session._closed.result())
+            microphone.cancel()
+            await run.sync_clock(opts.clock_sync_rounds, at="end")
+            await run.send(Bye(reason="scenario complete"))
+    return ReplayResult(run.writer.dir, session.records, run.summary, run.offset, session.completed)

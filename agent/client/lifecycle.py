@@ -1,0 +1,232 @@
+"""One client run's lifecycle, shared by the replay and live clients.
+
+``async with client_run(...) as run`` connects (hellos exchanged) and opens
+the run folder; the client then builds its session on ``run`` and hands it to
+:meth:`ClientRun.begin`, which writes the manifest's header and starts
+receiving. The client syncs the clock, fixes the origin and spawns its tasks
+through ``run``. However the block ends — done, the agent gone, an error,
+Ctrl-C — the run's tasks are cancelled, the connection closed, and
+summary.json, manifest.json and recording.wav written; every finished turn is
+already in turns.jsonl (the client appends each as it ends).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Coroutine
+from pathlib import Path
+from typing import Any, Literal, Protocol, TypeVar
+
+from websockets.asyncio.client import ClientConnection
+
+from agent.audio import PCM
+from agent.client.connection import open_session, receive_until_closed, sync_clock
+from agent.client.dispatcher import MessageDispatcher
+from agent.client.recorder import StereoRecorder
+from agent.clock import Clock, utc_now
+from agent.errors import ConnectError
+from agent.metrics.clocksync import OffsetEstimate
+from agent.metrics.results import RunWriter, environment, summarize
+from agent.wire.protocol import Bye, Hello, Message, Ping, Pong, encode
+
+__all__ = ["ClientRun", "RunClient", "client_run"]
+
+T = TypeVar("T")
+
+
+class RunClient(Protocol):
+    """What a run needs from its client (the replay or the live session)."""
+
+    #: Left: what the client sent; right: the agent's audio.
+    recorder: StereoRecorder
+
+    def on_audio(self, pcm: PCM, now: int) -> None:
+        """A frame of agent audio arrived at ``now``."""
+        ...
+
+    def stop(self) -> None:
+        """The run's tasks are cancelled: stop whatever else still feeds the
+        session (a sound device), before the connection closes."""
+        ...
+
+    def final_records(self) -> list[dict[str, Any]]:
+        """The connection is closed: record what is still open; every turn record."""
+        ...
+
+    def conclude(self, summary: dict[str, Any], manifest: dict[str, Any], finished_utc: str) -> None:
+        """Add the client's closing figures to the summary and manifest; the client
+        places ``finished_utc`` (its manifest's field order is its own)."""
+        ...
+
+
+class ClientRun:
+    """A connected session and its run folder, from the hellos to the last file."""
+
+    def __init__(
+        self, url: str, ws: ClientConnection, hello: Hello, clock: Clock, writer: RunWriter, started_ns: int
+    ) -> None:
+        assert hello.sample_rate is not None and hello.frame_ms is not None  # checked by open_session
+        self.url = url
+        self.ws = ws
+        self.hello = hello
+        self.clock = clock
+        self.writer = writer
+        self.sample_rate: int = hello.sample_rate
+        self.frame_ms: int = hello.frame_ms
+        self.started_ns = started_ns
+        self.manifest: dict[str, Any] = {}
+        #: The server clock's offset, measured when the session started.
+        self.offset: OffsetEstimate | None = None
+        #: The run's time zero on the client clock (turns.jsonl marks count from it).
+        self.origin_ns = 0
+        self.summary: dict[str, Any] = {}
+        self.dispatcher = MessageDispatcher()
+        self.dispatcher.on(Pong, self._on_pong)
+        self.dispatcher.on(Bye, self._on_bye)
+        self._client: RunClient | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._pongs: asyncio.Queue[tuple[Pong, int]] = asyncio.Queue()
+        self._closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    # -- starting ----------------------------------------------------------------
+
+    def begin(
+        self,
+        client: RunClient,
+        kind: str,
+        details: dict[str, Any],
+        manifest_extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Write the manifest's header and start receiving into ``client``;
+        ``details`` (the scenario, the options) follow the audio format."""
+        self._client = client
+        self.manifest = {
+            "kind": kind,
+            "started_utc": utc_now().isoformat(),
+            "url": self.url,
+            "agent": {
+                "software": self.hello.software,
+                "session": self.hello.session,
+                "pipeline": self.hello.pipeline,
+            },
+            "audio": {"sample_rate": self.sample_rate, "frame_ms": self.frame_ms},
+            **details,
+            "clock": {"virtual": self.clock.virtual},
+            "environment": environment(),
+            **(manifest_extra or {}),
+        }
+        self.spawn(self._receive(client))
+
+    def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run ``coro`` until the run ends (it is cancelled then)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.append(task)
+        return task
+
+    async def sync_clock(self, rounds: int, *, at: Literal["start", "end"]) -> OffsetEstimate:
+        """Estimate the server clock's offset (recorded in the manifest as
+        ``offset_<at>``); the one at the start places the server's marks."""
+        offset = await self.unless_closed(sync_clock(self.ping, self.clock, rounds))
+        self.manifest["clock"][f"offset_{at}"] = offset.as_dict()
+        if at == "start":
+            self.offset = offset
+        return offset
+
+    def fix_origin(self) -> None:
+        """Time zero of the run is now."""
+        self.origin_ns = self.clock.now_ns()
+        self.manifest["clock"]["origin_ns"] = self.origin_ns - self.started_ns
+
+    def write_manifest(self) -> None:
+        self.writer.write_json("manifest.json", self.manifest)
+
+    # -- the connection ----------------------------------------------------------
+
+    async def _receive(self, client: RunClient) -> None:
+        self._close(
+            await receive_until_closed(self.ws, self.clock, client.on_audio, self.dispatcher.dispatch)
+        )
+
+    def _close(self, reason: str) -> None:
+        if not self._closed.done():
+            self._closed.set_result(reason)
+
+    def _on_pong(self, message: Pong, now: int) -> None:
+        self._pongs.put_nowait((message, now))
+
+    def _on_bye(self, message: Bye, now: int) -> None:
+        self._close(f"agent said bye: {message.reason}")
+
+    async def send(self, message: Message) -> None:
+        await self.ws.send(encode(message))
+
+    async def ping(self, message: Ping) -> tuple[Pong, int]:
+        await self.send(message)
+        return await self._pongs.get()
+
+    @property
+    def closed_reason(self) -> str | None:
+        """Why the agent ended the session; None while it has not."""
+        return self._closed.result() if self._closed.done() else None
+
+    async def wait_closed(self) -> str:
+        return await asyncio.shield(self._closed)
+
+    async def unless_closed(self, aw: Awaitable[T]) -> T:
+        """Await ``aw`` unless the agent closes the connection first (:class:`ConnectError`)."""
+        work: asyncio.Future[T] = asyncio.ensure_future(aw)
+        closed: asyncio.Future[str] = asyncio.ensure_future(asyncio.shield(self._closed))
+        either: list[asyncio.Future[Any]] = [work, closed]
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+        if work.done():
+            return work.result()
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await work
+        raise ConnectError(self._closed.result())
+
+    # -- the end, however it comes -------------------------------------------------
+
+    async def end(self) -> None:
+        """Cancel the tasks, close, summarize, and write summary, manifest and recording."""
+        for task in self._tasks:
+            task.cancel()
+        client = self._client
+        if client is not None:
+            client.stop()
+        with contextlib.suppress(Exception):
+            await self.ws.close()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if client is None:  # the client never began: nothing measured, nothing to write
+            self.writer.close()
+            return
+        self.summary = summarize(client.final_records())
+        client.conclude(self.summary, self.manifest, utc_now().isoformat())
+        self.writer.write_json("summary.json", self.summary)
+        self.write_manifest()
+        client.recorder.write(self.writer.dir / "recording.wav")
+        self.writer.close()
+
+
+@contextlib.asynccontextmanager
+async def client_run(
+    url: str,
+    clock: Clock,
+    run_dir: Path,
+    *,
+    sample_rate: int | None = None,
+    frame_ms: int | None = None,
+) -> AsyncIterator[ClientRun]:
+    """Connect to the agent at ``url`` (None: the agent's audio format) and
+    write the run into ``run_dir``, however the block ends."""
+    started = clock.now_ns()
+    ws, hello = await open_session(url, clock, sample_rate, frame_ms)
+    run = ClientRun(url, ws, hello, clock, RunWriter(run_dir), started)
+    try:
+        yield run
+    finally:
+        await run.end()

@@ -1,0 +1,102 @@
+"""A live turn's state while it is in flight, and the record it becomes.
+
+The live client (``agent.client.live``) fills these from what the microphone,
+the agent and the speaker tell it; this module turns a finished turn into its
+turns.jsonl record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.audio import PhraseResampler
+from agent.client.turn_record import client_marks, listener_latency, llm_tpot_ms, marks_since, stats_fields
+from agent.metrics.clocksync import OffsetEstimate
+
+__all__ = ["PASSING_STATUSES", "LiveTurn", "Utterance", "answered_utterance", "build_live_record"]
+
+#: A live turn passes unless the agent failed it: a turn cut short because the user
+#: ended the session is not the agent's failure.
+PASSING_STATUSES = frozenset({"ok", "interrupted", "unfinished"})
+
+
+@dataclass
+class Utterance:
+    """Speech the client VAD found in the microphone audio."""
+
+    start_ns: int
+    end_ns: int | None = None
+    #: Filled when this speech interrupted the agent (barge-in).
+    barge_in: dict[str, Any] | None = None
+
+
+@dataclass
+class LiveTurn:
+    turn: int
+    opened_ns: int
+    marks: dict[str, int] = field(default_factory=dict)
+    server_marks: dict[str, int] = field(default_factory=dict)
+    status: str = "pending"
+    reason: str = ""
+    stats: dict[str, Any] = field(default_factory=dict)
+    transcript: str | None = None
+    partials: int = 0
+    agent_text: list[str] = field(default_factory=list)
+    agent_samples: int = 0
+    last_activity_ns: int = 0
+    done: bool = False
+    drained: bool = False
+    recorded: bool = False
+    #: The client flushed this turn's audio (barge-in); later audio is dropped.
+    cut: bool = False
+    resampler: PhraseResampler | None = None
+
+
+def answered_utterance(utterances: Sequence[Utterance], end_of_turn_ns: int) -> Utterance | None:
+    """The speech a turn answers: the latest that ended before the agent's end of turn."""
+    ended = [u for u in utterances if u.end_ns is not None and u.end_ns <= end_of_turn_ns]
+    return ended[-1] if ended else None
+
+
+def build_live_record(
+    ct: LiveTurn,
+    utterances: Sequence[Utterance],
+    offset: OffsetEstimate | None,
+    origin_ns: int,
+    sample_rate: int,
+    playout: dict[str, Any],
+) -> dict[str, Any]:
+    """A finished live turn's record: marks on the client clock (ns since the run's
+    origin) with the user's speech it answers, voice-to-voice at the listener,
+    barge-in and the playout."""
+    marks = client_marks(ct.server_marks, ct.marks, offset)
+    utt = answered_utterance(utterances, marks.get("vad.end_of_turn", ct.opened_ns))
+    if utt is not None:
+        marks["user.speech_start"] = utt.start_ns
+        assert utt.end_ns is not None
+        marks["user.speech_end"] = utt.end_ns
+    timeline, latency = listener_latency(marks)
+    latency["llm_tpot"] = llm_tpot_ms(marks, ct.stats)
+    barge_in = utt.barge_in if utt is not None else None
+    latency["barge_in_stop"] = barge_in["stop_ms"] if barge_in else None
+    reply = " ".join(ct.agent_text) or str(ct.stats.get("reply", ""))
+    return {
+        "turn": ct.turn,
+        "status": ct.status,
+        "reason": ct.reason,
+        "user_text": "",
+        "transcript": ct.transcript,
+        "reply": reply,
+        "latency_ms": latency,
+        "missing_marks": list(timeline.missing),
+        "marks_ns": marks_since(marks, origin_ns),
+        **stats_fields(ct.stats, ct.partials),
+        "wer": None,
+        "agent_audio_ms": ct.agent_samples * 1000 / sample_rate,
+        "barge_in": barge_in,
+        "playout": playout,
+        "expectations": [],
+        "passed": ct.status in PASSING_STATUSES,
+    }
