@@ -47,6 +47,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from agent import clock as clocks
     from agent.config.scenario import load_scenario
     from agent.jobs.runner import run_scenario
+    from agent.metrics.records import TurnRecord
     from agent.report.console import LEGEND, format_header, format_summary, format_turn
     from agent.stages.pipeline import load_pipeline
 
@@ -60,7 +61,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         print(f"replaying {scenario.name} ({len(scenario.turns)} turns) against {target}, {args.clock} time")
         print(format_header())
 
-    def on_turn(record: dict[str, Any]) -> None:
+    def on_turn(record: TurnRecord) -> None:
         if not args.quiet:
             print(format_turn(record), flush=True)
 

@@ -22,6 +22,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from agent.metrics.records import TurnRecord
 from agent.metrics.stats import percentile
 from agent.metrics.timeline import LISTENER_HOPS, SHORT_NAMES
 
@@ -93,7 +94,7 @@ class HudState:
     partial: str = ""
     transcript: str = ""
     agent_text: str = ""
-    turns: list[dict[str, Any]] = field(default_factory=list)
+    turns: list[TurnRecord] = field(default_factory=list)
     level_dbfs: float | None = None
     notice: str = ""
     barge_in_stop_ms: float | None = None

@@ -27,6 +27,7 @@ from agent.client.recorder import StereoRecorder
 from agent.clock import Clock, utc_now
 from agent.errors import ConnectError
 from agent.metrics.clocksync import OffsetEstimate
+from agent.metrics.records import Manifest, ManifestDetails, ManifestExtra, Summary, TurnRecord
 from agent.metrics.results import RunWriter, environment, summarize
 from agent.wire.protocol import Bye, Hello, Message, Ping, Pong, encode
 
@@ -50,11 +51,11 @@ class RunClient(Protocol):
         session (a sound device), before the connection closes."""
         ...
 
-    def final_records(self) -> list[dict[str, Any]]:
+    def final_records(self) -> list[TurnRecord]:
         """The connection is closed: record what is still open; every turn record."""
         ...
 
-    def conclude(self, summary: dict[str, Any], manifest: dict[str, Any], finished_utc: str) -> None:
+    def conclude(self, summary: Summary, manifest: Manifest, finished_utc: str) -> None:
         """Add the client's closing figures to the summary and manifest; the client
         places ``finished_utc`` (its manifest's field order is its own)."""
         ...
@@ -75,12 +76,12 @@ class ClientRun:
         self.sample_rate: int = hello.sample_rate
         self.frame_ms: int = hello.frame_ms
         self.started_ns = started_ns
-        self.manifest: dict[str, Any] = {}
+        self._manifest: Manifest | None = None
         #: The server clock's offset, measured when the session started.
         self.offset: OffsetEstimate | None = None
         #: The run's time zero on the client clock (turns.jsonl marks count from it).
         self.origin_ns = 0
-        self.summary: dict[str, Any] = {}
+        self._summary: Summary | None = None
         self.dispatcher = MessageDispatcher()
         self.dispatcher.on(Pong, self._on_pong)
         self.dispatcher.on(Bye, self._on_bye)
@@ -94,14 +95,14 @@ class ClientRun:
     def begin(
         self,
         client: RunClient,
-        kind: str,
-        details: dict[str, Any],
-        manifest_extra: dict[str, Any] | None = None,
+        kind: Literal["replay", "demo"],
+        details: ManifestDetails,
+        manifest_extra: ManifestExtra | None = None,
     ) -> None:
         """Write the manifest's header and start receiving into ``client``;
         ``details`` (the scenario, the options) follow the audio format."""
         self._client = client
-        self.manifest = {
+        manifest: Manifest = {
             "kind": kind,
             "started_utc": utc_now().isoformat(),
             "url": self.url,
@@ -114,9 +115,26 @@ class ClientRun:
             **details,
             "clock": {"virtual": self.clock.virtual},
             "environment": environment(),
-            **(manifest_extra or {}),
+            # mypy's extra checks want the keys added at the end (finished_utc, ...) in
+            # some ** item; they come later, from conclude(), so none has them yet.
+            **(manifest_extra or ManifestExtra()),  # type: ignore[typeddict-item]
         }
+        self._manifest = manifest
         self.spawn(self._receive(client))
+
+    @property
+    def manifest(self) -> Manifest:
+        """manifest.json as it stands; the client adds to it (from :meth:`begin` on)."""
+        if self._manifest is None:
+            raise RuntimeError("the manifest starts when the client begins")
+        return self._manifest
+
+    @property
+    def summary(self) -> Summary:
+        """summary.json, once the run has ended."""
+        if self._summary is None:
+            raise RuntimeError("the summary is written when the run ends")
+        return self._summary
 
     def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Run ``coro`` until the run ends (it is cancelled then)."""
@@ -128,9 +146,11 @@ class ClientRun:
         """Estimate the server clock's offset (recorded in the manifest as
         ``offset_<at>``); the one at the start places the server's marks."""
         offset = await self.unless_closed(sync_clock(self.ping, self.clock, rounds))
-        self.manifest["clock"][f"offset_{at}"] = offset.as_dict()
         if at == "start":
+            self.manifest["clock"]["offset_start"] = offset.as_dict()
             self.offset = offset
+        else:
+            self.manifest["clock"]["offset_end"] = offset.as_dict()
         return offset
 
     def fix_origin(self) -> None:
@@ -204,9 +224,9 @@ class ClientRun:
         if client is None:  # the client never began: nothing measured, nothing to write
             self.writer.close()
             return
-        self.summary = summarize(client.final_records())
-        client.conclude(self.summary, self.manifest, utc_now().isoformat())
-        self.writer.write_json("summary.json", self.summary)
+        summary = self._summary = summarize(client.final_records())
+        client.conclude(summary, self.manifest, utc_now().isoformat())
+        self.writer.write_json("summary.json", summary)
         self.write_manifest()
         client.recorder.write(self.writer.dir / "recording.wav")
         self.writer.close()

@@ -52,8 +52,8 @@ from agent.client.recorder import StereoRecorder
 from agent.clock import NS_PER_S, Clock
 from agent.errors import ConnectError
 from agent.metrics.clocksync import OffsetEstimate
-from agent.metrics.results import metric_values
-from agent.metrics.stats import describe
+from agent.metrics.records import DemoOptions, Manifest, ManifestExtra, Summary, TurnPlayout, TurnRecord
+from agent.metrics.results import metric_stats, metric_values
 from agent.metrics.timeline import LISTENER_V2V_END
 from agent.stages.interfaces import SessionContext
 from agent.wire.protocol import (
@@ -95,8 +95,8 @@ class LiveOptions:
 @dataclass
 class LiveResult:
     run_dir: Path
-    records: list[dict[str, Any]]
-    summary: dict[str, Any]
+    records: list[TurnRecord]
+    summary: Summary
     offset: OffsetEstimate | None
     #: The session's origin on the client clock (``marks_ns`` count from it).
     origin_ns: int
@@ -141,7 +141,7 @@ class LiveSession:
         if notice:
             state.notice = notice
         self.turns: dict[int, LiveTurn] = {}
-        self.records: list[dict[str, Any]] = []
+        self.records: list[TurnRecord] = []
         self.utterances: list[Utterance] = []
         self.finished = asyncio.Event()
         #: Why the agent ended the session (empty: it did not).
@@ -377,7 +377,7 @@ class LiveSession:
         if ct.recorded or not (ct.done and ct.drained):
             return
         ct.recorded = True
-        playout = {"underruns_total": self.buffer.underruns}
+        playout: TurnPlayout = {"underruns_total": self.buffer.underruns}
         record = build_live_record(
             ct, self.utterances, self.run.offset, self.run.origin_ns, self.rate, playout
         )
@@ -409,13 +409,13 @@ class LiveSession:
     def stop(self) -> None:
         self.speaker.close()
 
-    def final_records(self) -> list[dict[str, Any]]:
+    def final_records(self) -> list[TurnRecord]:
         self.finish_pending()
         return self.records
 
-    def conclude(self, summary: dict[str, Any], manifest: dict[str, Any], finished_utc: str) -> None:
+    def conclude(self, summary: Summary, manifest: Manifest, finished_utc: str) -> None:
         # The replay client's figure for the same turns (agent audio played on arrival).
-        summary["metrics_ms"]["voice_to_voice_arrival"] = describe(
+        summary["metrics_ms"]["voice_to_voice_arrival"] = metric_stats(
             metric_values(self.records, "voice_to_voice_arrival")
         )
         summary["completed"] = not self.closed_reason
@@ -448,7 +448,7 @@ async def live_session(
     options: LiveOptions | None = None,
     state: HudState | None = None,
     on_change: Callable[[], None] = lambda: None,
-    manifest_extra: dict[str, Any] | None = None,
+    manifest_extra: ManifestExtra | None = None,
 ) -> LiveResult:
     """Talk to the agent at ``url`` until ``options`` say stop, Ctrl-C, or the agent leaves.
 
@@ -461,7 +461,7 @@ async def live_session(
         state.run_dir = str(run.writer.dir)
         mic, speaker = make_audio(run.sample_rate, run.frame_ms)
         session = LiveSession(run, mic, speaker, opts, state, on_change)
-        options_manifest = {
+        options_manifest: DemoOptions = {
             "barge_in": opts.barge_in,
             "prebuffer_ms": opts.prebuffer_ms,
             "echo_tail_ms": opts.echo_tail_ms,

@@ -14,6 +14,7 @@ from typing import Any
 from agent.audio import PhraseResampler
 from agent.client.turn_record import client_marks, listener_latency, llm_tpot_ms, marks_since, stats_fields
 from agent.metrics.clocksync import OffsetEstimate
+from agent.metrics.records import BargeIn, TurnPlayout, TurnRecord
 
 __all__ = ["PASSING_STATUSES", "LiveTurn", "Utterance", "answered_utterance", "build_live_record"]
 
@@ -29,7 +30,7 @@ class Utterance:
     start_ns: int
     end_ns: int | None = None
     #: Filled when this speech interrupted the agent (barge-in).
-    barge_in: dict[str, Any] | None = None
+    barge_in: BargeIn | None = None
 
 
 @dataclass
@@ -66,8 +67,8 @@ def build_live_record(
     offset: OffsetEstimate | None,
     origin_ns: int,
     sample_rate: int,
-    playout: dict[str, Any],
-) -> dict[str, Any]:
+    playout: TurnPlayout,
+) -> TurnRecord:
     """A finished live turn's record: marks on the client clock (ns since the run's
     origin) with the user's speech it answers, voice-to-voice at the listener,
     barge-in and the playout."""
@@ -82,6 +83,7 @@ def build_live_record(
     barge_in = utt.barge_in if utt is not None else None
     latency["barge_in_stop"] = barge_in["stop_ms"] if barge_in else None
     reply = " ".join(ct.agent_text) or str(ct.stats.get("reply", ""))
+    stats = stats_fields(ct.stats, ct.partials)
     return {
         "turn": ct.turn,
         "status": ct.status,
@@ -92,7 +94,8 @@ def build_live_record(
         "latency_ms": latency,
         "missing_marks": list(timeline.missing),
         "marks_ns": marks_since(marks, origin_ns),
-        **stats_fields(ct.stats, ct.partials),
+        "llm": stats["llm"],
+        "asr": stats["asr"],
         "wer": None,
         "agent_audio_ms": ct.agent_samples * 1000 / sample_rate,
         "barge_in": barge_in,

@@ -38,11 +38,12 @@ from agent.audio import PCM, find_onset, pcm_to_bytes
 from agent.client.dispatcher import TurnMessage
 from agent.client.lifecycle import ClientRun, client_run
 from agent.client.recorder import StereoRecorder
-from agent.client.turn_record import client_marks, llm_tpot_ms, marks_since, stats_fields
+from agent.client.turn_record import client_marks, latency_ms, llm_tpot_ms, marks_since, stats_fields
 from agent.client.user_speech import UserUtterance, render_user_audio
 from agent.clock import NS_PER_S, Clock
 from agent.config.scenario import Scenario, Turn
 from agent.metrics.clocksync import OffsetEstimate
+from agent.metrics.records import BargeIn, Expectation, Manifest, ManifestExtra, Summary, TurnRecord
 from agent.metrics.timeline import analyze
 from agent.metrics.wer import wer_counts
 from agent.wire.protocol import (
@@ -75,8 +76,8 @@ class ReplayOptions:
 @dataclass
 class ReplayResult:
     run_dir: Path
-    records: list[dict[str, Any]]
-    summary: dict[str, Any]
+    records: list[TurnRecord]
+    summary: Summary
     offset: OffsetEstimate | None
     completed: bool
 
@@ -110,7 +111,7 @@ class _Replay:
         self,
         run: ClientRun,
         scenario: Scenario,
-        on_turn: Callable[[dict[str, Any]], None] | None,
+        on_turn: Callable[[TurnRecord], None] | None,
     ) -> None:
         self.run = run
         self.ws = run.ws
@@ -121,7 +122,7 @@ class _Replay:
         self.frame_ns = self.frame * NS_PER_S // self.rate
         self.on_turn = on_turn
         self.turns = [_ClientTurn(t) for t in scenario.turns]
-        self.records: list[dict[str, Any]] = []
+        self.records: list[TurnRecord] = []
         self.recorder = StereoRecorder(self.rate)
         self.completed = False
         self._silence = np.zeros(self.frame, dtype=np.int16)
@@ -141,10 +142,10 @@ class _Replay:
     def stop(self) -> None:
         pass  # no device to stop: the microphone is a task of the run
 
-    def final_records(self) -> list[dict[str, Any]]:
+    def final_records(self) -> list[TurnRecord]:
         return self.records
 
-    def conclude(self, summary: dict[str, Any], manifest: dict[str, Any], finished_utc: str) -> None:
+    def conclude(self, summary: Summary, manifest: Manifest, finished_utc: str) -> None:
         summary["completed"] = manifest["completed"] = self.completed
         manifest["finished_utc"] = finished_utc
 
@@ -325,14 +326,14 @@ def build_record(
     offset: OffsetEstimate | None,
     origin_ns: int,
     sample_rate: int,
-) -> dict[str, Any]:
+) -> TurnRecord:
     """A turn's record: marks on the client clock (ns since the run's origin),
     hop latencies, voice-to-voice, barge-in and expectation results."""
     marks = client_marks(ct.server_marks, ct.marks, offset)
     timeline = analyze(marks)
-    latency = timeline.as_ms()
+    latency = latency_ms(timeline)
     latency["llm_tpot"] = llm_tpot_ms(marks, ct.stats)
-    barge_in: dict[str, Any] | None = None
+    barge_in: BargeIn | None = None
     latency["barge_in_stop"] = None
     if ct.turn.barge_in_ms is not None and ct.turn.index > 0:
         prev = turns[ct.turn.index - 1]
@@ -347,7 +348,7 @@ def build_record(
             "stop_ms": stop,
         }
     reply = " ".join(ct.agent_text) or str(ct.stats.get("reply", ""))
-    checks = []
+    checks: list[Expectation] = []
     for phrase in ct.turn.expect.contains:
         checks.append(
             {
@@ -360,6 +361,7 @@ def build_record(
     if limit is not None:
         v2v = latency["voice_to_voice"]
         checks.append({"check": "max_v2v_ms", "value": limit, "ok": v2v is not None and v2v <= limit})
+    stats = stats_fields(ct.stats, len(ct.partials))
     return {
         "turn": ct.turn.index,
         "status": ct.status,
@@ -372,7 +374,8 @@ def build_record(
         "latency_ms": latency,
         "missing_marks": list(timeline.missing),
         "marks_ns": marks_since(marks, origin_ns),
-        **stats_fields(ct.stats, len(ct.partials)),
+        "llm": stats["llm"],
+        "asr": stats["asr"],
         "wer": _wer(ct.turn.text, ct.transcript),
         "agent_audio_ms": ct.agent_samples * 1000 / sample_rate,
         "barge_in": barge_in,
@@ -419,8 +422,8 @@ async def replay(
     run_dir: Path,
     *,
     options: ReplayOptions | None = None,
-    manifest_extra: dict[str, Any] | None = None,
-    on_turn: Callable[[dict[str, Any]], None] | None = None,
+    manifest_extra: ManifestExtra | None = None,
+    on_turn: Callable[[TurnRecord], None] | None = None,
 ) -> ReplayResult:
     """Replay ``scenario`` against the agent at ``url``; results go to ``run_dir``."""
     opts = options or ReplayOptions()

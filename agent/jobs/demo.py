@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from agent import clock as clocks
 from agent.client.hud import Hud, HudState, LineReporter
 from agent.client.live import LiveOptions, LiveResult, live_session
+from agent.metrics.records import ManifestExtra
 from agent.metrics.results import new_run_dir
 from agent.stages.pipeline import Pipeline
 
@@ -112,7 +113,9 @@ def run_demo(settings: DemoSettings, out: TextIO = sys.stdout) -> LiveResult:
             opened.update(mic=mic, speaker=speaker)
             return mic, speaker
 
-        extra = {"pipeline": settings.pipeline.as_dict()} if settings.pipeline is not None else {}
+        extra: ManifestExtra = (
+            {"pipeline": settings.pipeline.as_dict()} if settings.pipeline is not None else {}
+        )
         async with agent_url(settings.pipeline, settings.url, clock) as url:
             return await live_session(
                 url,

@@ -30,8 +30,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from agent.metrics.records import TurnRecord
+from agent.metrics.results import latencies
 from agent.metrics.stats import percentile
 from agent.stages.chunker import ChunkerConfig, PhraseChunker
 from agent.stages.llm import tokenize
@@ -90,9 +91,9 @@ def first_phrase_tokens(reply: str, chunker: ChunkerConfig | None = None) -> int
     return len(pieces)  # no boundary: the first phrase is released when the stream ends
 
 
-def turn_model(record: Mapping[str, Any], chunker: ChunkerConfig | None = None) -> TurnModel | None:
+def turn_model(record: TurnRecord, chunker: ChunkerConfig | None = None) -> TurnModel | None:
     """The model inputs of one turn record, or None if it lacks a hop or a reply."""
-    latency = record.get("latency_ms", {})
+    latency = latencies(record)
     values = {hop: latency.get(hop) for hop in _FIXED_HOPS}
     reply = record.get("reply") or ""
     if latency.get("voice_to_voice") is None or not reply or any(v is None for v in values.values()):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from agent.client.replay import ReplayResult, replay
 from agent.clock import Clock
 from agent.config.scenario import Scenario
 from agent.errors import ConfigError
+from agent.metrics.records import ManifestExtra, TurnRecord
 from agent.metrics.results import new_run_dir
 from agent.server.app import AgentServer
 from agent.stages.pipeline import Pipeline
@@ -25,7 +25,7 @@ async def run_scenario(
     url: str | None = None,
     runs_root: str | Path = "runs",
     run_dir: str | Path | None = None,
-    on_turn: Callable[[dict[str, Any]], None] | None = None,
+    on_turn: Callable[[TurnRecord], None] | None = None,
 ) -> ReplayResult:
     """Replay ``scenario`` against ``url``, or against ``pipeline`` served in-process."""
     if (pipeline is None) == (url is None):
@@ -41,6 +41,6 @@ async def run_scenario(
     if pipeline is None:
         assert url is not None
         return await replay(scenario, url, clock, out, on_turn=on_turn)
-    extra = {"pipeline": pipeline.as_dict()}
+    extra: ManifestExtra = {"pipeline": pipeline.as_dict()}
     async with AgentServer(pipeline, clock) as server:
         return await replay(scenario, server.url, clock, out, manifest_extra=extra, on_turn=on_turn)

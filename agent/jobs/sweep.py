@@ -33,6 +33,7 @@ from agent.errors import ConfigError
 from agent.jobs.latency_model import Knee, TurnModel, dominant_components, measured_knee, model_knee, predict
 from agent.jobs.latency_model import turn_model as make_turn_model
 from agent.jobs.runner import run_scenario
+from agent.metrics.records import TurnRecord
 from agent.metrics.results import metric_values
 from agent.metrics.stats import describe
 from agent.metrics.timeline import HOP_NAMES
@@ -153,7 +154,7 @@ def _safe(name: str) -> str:
 
 
 def summarize_point(
-    point: SweepPoint, records: Sequence[Mapping[str, Any]], models: Sequence[TurnModel], runs: int
+    point: SweepPoint, records: Sequence[TurnRecord], models: Sequence[TurnModel], runs: int
 ) -> dict[str, Any]:
     """One row: settings, per-hop and v2v statistics, the model's prediction and its error."""
     row: dict[str, Any] = {
@@ -313,7 +314,7 @@ async def run_sweep(
 
     try:
         for point, point_pipeline in zip(points, pipelines, strict=True):
-            records: list[dict[str, Any]] = []
+            records: list[TurnRecord] = []
             run_dirs: list[str] = []
             for rep in range(repeat):
                 for scenario in scenarios:

@@ -32,6 +32,8 @@ __all__ = [
     "LlmStats",
     "Manifest",
     "ManifestClock",
+    "ManifestDetails",
+    "ManifestExtra",
     "Marks",
     "MetricStats",
     "PlayoutCounters",
@@ -311,6 +313,19 @@ class PlayoutCounters(TypedDict):
     dropped_samples: int
     muted_frames: int
     """Microphone frames replaced by silence while the agent was audible (half-duplex)."""
+
+
+class ManifestDetails(TypedDict, total=False):
+    """What a client puts after the audio format: the replay its scenario, the live client its options."""
+
+    scenario: dict[str, Any]
+    options: DemoOptions
+
+
+class ManifestExtra(TypedDict, total=False):
+    """What the caller adds after the environment: the in-process agent's pipeline."""
+
+    pipeline: dict[str, Any]
 
 
 class Manifest(TypedDict):

@@ -21,10 +21,10 @@ import sys
 from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from agent.clock import utc_now
-from agent.metrics.records import Environment, TurnRecord
+from agent.metrics.records import Environment, MetricStats, Summary, TurnRecord
 from agent.metrics.stats import describe
 from agent.metrics.timeline import HOP_NAMES
 from agent.metrics.wer import corpus_wer
@@ -33,6 +33,8 @@ __all__ = [
     "METRICS",
     "RunWriter",
     "environment",
+    "latencies",
+    "metric_stats",
     "metric_values",
     "new_run_dir",
     "read_turns",
@@ -96,7 +98,7 @@ class RunWriter:
         tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
         os.replace(tmp, self.dir / name)
 
-    def append_turn(self, record: Mapping[str, Any]) -> None:
+    def append_turn(self, record: TurnRecord) -> None:
         self._turns.write(json.dumps(record, default=str) + "\n")
         self._turns.flush()
         os.fsync(self._turns.fileno())
@@ -111,17 +113,28 @@ def read_turns(run_dir: str | Path) -> list[TurnRecord]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def metric_values(records: Iterable[Mapping[str, Any]], metric: str) -> list[float]:
+def latencies(record: TurnRecord) -> Mapping[str, float | None]:
+    """A record's ``latency_ms`` read by a metric name held in a variable (every
+    value is a number of ms or None); empty for a record without one."""
+    return cast("Mapping[str, float | None]", record.get("latency_ms", {}))
+
+
+def metric_values(records: Iterable[TurnRecord], metric: str) -> list[float]:
     """The values of one metric (ms) over the turns that measured it."""
     out = []
     for rec in records:
-        value = rec.get("latency_ms", {}).get(metric)
+        value = latencies(rec).get(metric)
         if value is not None:
             out.append(float(value))
     return out
 
 
-def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+def metric_stats(values: Iterable[float]) -> MetricStats:
+    """agent.metrics.stats.describe as summary.json holds it (its keys are MetricStats's)."""
+    return cast(MetricStats, describe(values))
+
+
+def summarize(records: Iterable[TurnRecord]) -> Summary:
     records = list(records)
     statuses: dict[str, int] = {}
     for rec in records:
@@ -130,8 +143,13 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "turns": len(records),
         "status": statuses,
         "expectations_failed": sum(1 for r in records if not r.get("passed", True)),
-        "metrics_ms": {m: describe(metric_values(records, m)) for m in METRICS},
+        "metrics_ms": {m: metric_stats(metric_values(records, m)) for m in METRICS},
         # Word error rate of the final transcripts against the scenario's text, over
         # the turns that have both: pooled (errors / reference words) and per-turn mean.
-        "wer": corpus_wer((r["user_text"], r["transcript"]) for r in records if r.get("wer") is not None),
+        # (A turn has a wer only with a transcript; the check on it is for the type.)
+        "wer": corpus_wer(
+            (r["user_text"], transcript)
+            for r in records
+            if r.get("wer") is not None and (transcript := r["transcript"]) is not None
+        ),
     }

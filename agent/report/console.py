@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
+from agent.metrics.records import Summary, TurnRecord
+from agent.metrics.results import latencies
 from agent.metrics.timeline import HOP_NAMES, SHORT_NAMES
 
 __all__ = ["LEGEND", "format_header", "format_summary", "format_turn"]
@@ -45,8 +46,8 @@ def _bar(latency: Mapping[str, float | None]) -> str:
     return bar if len(bar) <= BAR_MAX else bar[: BAR_MAX - 1] + ">"
 
 
-def format_turn(record: Mapping[str, Any]) -> str:
-    lat = record["latency_ms"]
+def format_turn(record: TurnRecord) -> str:
+    lat = latencies(record)
     cols = "".join(f"{_fmt(lat.get(c)):>8}" for c in _COLUMNS)
     line = (
         f"{record['turn']:>4} {record['status']:<11}{cols}{_fmt(lat.get('voice_to_voice')):>9}  {_bar(lat)}"
@@ -64,7 +65,7 @@ def format_turn(record: Mapping[str, Any]) -> str:
     return line + ("".join(f"\n{'':>5}{n}" for n in notes))
 
 
-def format_summary(summary: Mapping[str, Any]) -> str:
+def format_summary(summary: Summary) -> str:
     lines = [f"{'metric (ms)':<18}{'n':>5}{'mean':>9}{'p50':>9}{'p90':>9}{'p95':>9}{'p99':>9}{'max':>9}"]
     for metric, stats in summary["metrics_ms"].items():
         if not stats["n"]:
