@@ -25,6 +25,7 @@ from typing import Any, Protocol, TypeVar
 
 __all__ = [
     "Clock",
+    "Deadline",
     "MonotonicClock",
     "Pacer",
     "VirtualClock",
@@ -73,6 +74,20 @@ class MonotonicClock:
 
     async def sleep_until(self, t_ns: int) -> None:
         await _sleep_until(self, t_ns)
+
+
+class Deadline:
+    """A real-time limit for a blocking wait on another process (PulseAudio, a child).
+
+    Such waits are about the outside world, so they are never virtual; they read
+    the clock here, like everything else that reads time.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._end_ns = time.monotonic_ns() + round(seconds * NS_PER_S)
+
+    def expired(self) -> bool:
+        return time.monotonic_ns() >= self._end_ns
 
 
 class VirtualClock:

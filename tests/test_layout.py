@@ -140,3 +140,47 @@ def test_map_sees_lazy_imports() -> None:
 def test_top_level_stays_small() -> None:
     entries = [p for p in PACKAGE.iterdir() if p.name not in ("__pycache__",)]
     assert len(entries) <= 17, sorted(p.name for p in entries)
+
+
+#: Calls that read a clock. Sleeping is not reading; agent/clock.py is the one reader.
+CLOCK_READS = {
+    ("time", "time"),
+    ("time", "time_ns"),
+    ("time", "monotonic"),
+    ("time", "monotonic_ns"),
+    ("time", "perf_counter"),
+    ("time", "perf_counter_ns"),
+    ("datetime", "now"),
+    ("datetime", "utcnow"),
+    ("loop", "time"),
+}
+
+
+def clock_reads(source: str) -> list[int]:
+    """Lines of ``source`` that call one of CLOCK_READS (``x.y()`` with x, y as listed)."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+            and (node.func.value.id, node.func.attr) in CLOCK_READS
+        ):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_only_clock_py_reads_a_clock() -> None:
+    readers = {
+        f"{path.relative_to(PACKAGE.parent)}:{line}"
+        for path in PACKAGE.rglob("*.py")
+        if path != PACKAGE / "clock.py"
+        for line in clock_reads(path.read_text(encoding="utf-8"))
+    }
+    assert readers == set()
+
+
+def test_clock_reads_are_found() -> None:
+    assert clock_reads("import time\nx = time.monotonic()\ny = time.sleep(1)\n") == [2]
+    assert clock_reads("from datetime import datetime\nt = datetime.now()\n") == [2]
+    assert clock_reads((PACKAGE / "clock.py").read_text(encoding="utf-8")) != []

@@ -20,6 +20,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from agent.clock import Deadline
 from agent.errors import VltError
 
 __all__ = [
@@ -133,12 +134,12 @@ def sink_spec(row: list[str] | None) -> tuple[int | None, int | None]:
 
 
 def wait_sink_running(name: str, timeout: float = READY_S) -> bool:
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(timeout)
     while True:
         row = by_name("sinks").get(name)
         if row is not None and row[-1] == "RUNNING":
             return True
-        if time.monotonic() >= deadline:
+        if deadline.expired():
             return False
         time.sleep(0.02)
 
@@ -181,8 +182,8 @@ def cmdline(pid: int) -> list[str] | None:
 def terminate(pid: int, *, timeout: float = 3.0) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    deadline = Deadline(timeout)
+    while not deadline.expired():
         if cmdline(pid) is None:
             return
         time.sleep(0.02)

@@ -17,6 +17,7 @@ from types import TracebackType
 
 from agent.client.pulse_tools import READY_S, VirtualAudioError, has_stream, require_tool, tool_env
 from agent.client.virtual_audio import SPEAKER_SINK
+from agent.clock import Deadline
 
 __all__ = ["SpeakerRecording", "record_speaker"]
 
@@ -89,9 +90,9 @@ def record_speaker(path: str | Path, rate: int = 16000) -> SpeakerRecording:
         env=tool_env(),
     )
     recording = SpeakerRecording(out, rate, proc)
-    deadline = time.monotonic() + READY_S
+    deadline = Deadline(READY_S)
     while not has_stream("source-outputs", proc.pid):
-        if proc.poll() is not None or time.monotonic() >= deadline:
+        if proc.poll() is not None or deadline.expired():
             _, err = proc.communicate() if proc.poll() is not None else (None, b"")
             if proc.poll() is None:
                 proc.kill()

@@ -67,6 +67,7 @@ from agent.client.silence_feeders import (
     recorded_feeders,
     stray_feeders,
 )
+from agent.clock import Deadline
 
 __all__ = [
     "MIC_SINK",
@@ -255,9 +256,9 @@ def _start_daemon() -> int | None:
             )
         except subprocess.TimeoutExpired:
             raise VirtualAudioError(f"pulseaudio did not start in {_DAEMON_START_S:g} s") from None
-    deadline = time.monotonic() + _DAEMON_START_S
+    deadline = Deadline(_DAEMON_START_S)
     info = server_info()
-    while info is None and time.monotonic() < deadline:
+    while info is None and not deadline.expired():
         time.sleep(0.05)
         info = server_info()
     if info is None:
