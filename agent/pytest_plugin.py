@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from agent.clock import Clock
     from agent.config.scenario import Scenario
     from agent.metrics.records import Summary, TurnRecord
     from agent.stages.pipeline import Pipeline
@@ -141,9 +142,11 @@ class Replayer:
         url: str | None,
         clock: str | None,
         overrides: Mapping[str, Any] | None,
-    ) -> tuple[Scenario, Pipeline | None, bool, Path]:
+    ) -> tuple[Callable[[Clock], Coroutine[Any, Any, Any]], bool]:
+        """The replay to run (a coroutine function of the clock) and whether its time is virtual."""
         from agent.config.scenario import Scenario, load_scenario
         from agent.errors import ConfigError
+        from agent.jobs.runner import run_scenario
         from agent.stages.pipeline import Pipeline, load_pipeline
         from agent.stages.pipeline_names import DEFAULT_PIPELINE, VIRTUAL_DEFAULT_PIPELINE, resolve_pipeline
 
@@ -168,7 +171,11 @@ class Replayer:
         with self._lock:
             self._made += 1
             run_dir = self._root / f"run-{self._made:03d}-{re.sub(r'[^A-Za-z0-9._-]+', '-', scen.name)}"
-        return scen, pipe, clock == "virtual", run_dir
+
+        async def replay(clock_: Clock) -> Any:
+            return await run_scenario(scen, clock_, pipeline=pipe, url=url, run_dir=run_dir)
+
+        return replay, clock == "virtual"
 
     def _record(self, result: Any, virtual: bool) -> LatencyRun:
         run = LatencyRun(
@@ -193,13 +200,8 @@ class Replayer:
     ) -> LatencyRun:
         """Replay and wait for the result (virtual time by default; real time with ``url``)."""
         from agent import clock as clocks
-        from agent.jobs.runner import run_scenario
 
-        scen, pipe, virtual, run_dir = self._prepare(scenario, pipeline, url, clock, overrides)
-
-        async def main(clock_: clocks.Clock) -> Any:
-            return await run_scenario(scen, clock_, pipeline=pipe, url=url, run_dir=run_dir)
-
+        main, virtual = self._prepare(scenario, pipeline, url, clock, overrides)
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -232,18 +234,13 @@ class Replayer:
     ) -> LatencyRun:
         """The same, for async tests: never blocks the test's event loop."""
         from agent import clock as clocks
-        from agent.jobs.runner import run_scenario
 
-        scen, pipe, virtual, run_dir = self._prepare(scenario, pipeline, url, clock, overrides)
+        main, virtual = self._prepare(scenario, pipeline, url, clock, overrides)
         if virtual:
             # Virtual time needs a loop of its own (VirtualTimeLoop): run it in a thread.
-            async def main(clock_: clocks.Clock) -> Any:
-                return await run_scenario(scen, clock_, pipeline=pipe, run_dir=run_dir)
-
             result = await asyncio.to_thread(clocks.run, main, virtual=True)
         else:
-            real = clocks.MonotonicClock()
-            result = await run_scenario(scen, real, pipeline=pipe, url=url, run_dir=run_dir)
+            result = await main(clocks.MonotonicClock())
         return self._record(result, virtual)
 
 

@@ -17,7 +17,7 @@ The two figures differ by design in three places:
   outside both figures; they are printed for reference.
 
 Run:  .venv/bin/python benchmarks/live_vs_replay.py [--pipeline default] [--out runs/live-vs-replay]
-(needs PulseAudio; starts the virtual microphone with agent.client.virtual_audio.start()).
+(needs PulseAudio; starts the virtual microphone with agent.client.devices.virtual_audio.start()).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent.audio import write_wav  # noqa: E402
-from agent.client import virtual_audio  # noqa: E402
+from agent.client.devices import virtual_audio  # noqa: E402
 from agent.client.user_speech import render_user_audio  # noqa: E402
 from agent.config.scenario import load_scenario  # noqa: E402
 from agent.metrics.results import metric_values, read_turns  # noqa: E402

@@ -1,5 +1,5 @@
 """``vlt devices`` and ``vlt virtual-mic``: the audio devices PortAudio sees, and a virtual
-microphone and speaker on PulseAudio (agent/client/sound_devices.py, agent/client/virtual_audio.py)."""
+microphone and speaker on PulseAudio (agent/client/devices/: sound_devices.py, virtual_audio.py)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def add_devices_command(commands: Subcommands) -> None:
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
-    from agent.client.sound_devices import format_devices, list_devices
+    from agent.client.devices.sound_devices import format_devices, list_devices
 
     print(format_devices(list_devices()))
     return EXIT_OK
@@ -35,7 +35,7 @@ def add_virtual_mic_command(commands: Subcommands) -> None:
         help="a virtual microphone and speaker on PulseAudio (no hardware needed)",
         description="Manage a virtual microphone (PulseAudio source vlt_mic, fed by sink vlt_mic_sink) "
         "and speaker (sink vlt_speaker), made the default devices; for tests, CI and machines "
-        "without audio hardware (agent/client/virtual_audio.py).",
+        "without audio hardware (agent/client/devices/virtual_audio.py).",
     )
     actions = vp.add_subparsers(dest="action", metavar="ACTION", required=True)
     start = actions.add_parser(
@@ -71,14 +71,14 @@ def add_virtual_mic_command(commands: Subcommands) -> None:
 
 
 def _cmd_virtual_mic_start(args: argparse.Namespace) -> int:
-    from agent.client import virtual_audio
+    from agent.client.devices import virtual_audio
 
     print(virtual_audio.start(args.rate).describe())
     return EXIT_OK
 
 
 def _cmd_virtual_mic_stop(args: argparse.Namespace) -> int:
-    from agent.client import virtual_audio
+    from agent.client.devices import virtual_audio
 
     after = virtual_audio.stop()
     if after.daemon_running:
@@ -89,7 +89,7 @@ def _cmd_virtual_mic_stop(args: argparse.Namespace) -> int:
 
 
 def _cmd_virtual_mic_status(args: argparse.Namespace) -> int:
-    from agent.client import virtual_audio
+    from agent.client.devices import virtual_audio
 
     now = virtual_audio.status()
     print(now.describe())
@@ -97,7 +97,7 @@ def _cmd_virtual_mic_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_virtual_mic_play(args: argparse.Namespace) -> int:
-    from agent.client import virtual_audio
+    from agent.client.devices import virtual_audio
 
     virtual_audio.play_into_mic_and_wait(args.wav)
     print(f"played {args.wav} into {virtual_audio.MIC_SOURCE}")

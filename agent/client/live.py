@@ -42,12 +42,12 @@ import numpy as np
 from websockets.exceptions import ConnectionClosed
 
 from agent.audio import PCM, PhraseResampler, find_onset, frame_rms_dbfs, pcm_to_bytes
+from agent.client.devices.live_audio import Microphone, Speaker
+from agent.client.devices.playout_buffer import PlayoutBuffer, Pulled
 from agent.client.dispatcher import TurnMessage
 from agent.client.hud import HudState
 from agent.client.lifecycle import ClientRun, client_run
-from agent.client.live_audio import Microphone, Speaker
 from agent.client.live_turn import PASSING_STATUSES, LiveTurn, Utterance, build_live_record
-from agent.client.playout_buffer import PlayoutBuffer, Pulled
 from agent.client.recorder import StereoRecorder
 from agent.clock import NS_PER_S, Clock
 from agent.errors import ConnectError

@@ -1,6 +1,6 @@
 """``vlt demo``: talk to the agent through the microphone, with a live latency HUD.
 
-Wires the pieces together: the sound devices (``agent.client.sound_devices``),
+Wires the pieces together: the sound devices (``agent.client.devices.sound_devices``),
 the agent (in-process from a pipeline, or a running one at a URL), the live
 session (``agent.client.live``) and the HUD or, with ``--no-hud``, one line
 per turn (``agent.client.hud``). Devices are resolved before any model loads,
@@ -74,8 +74,8 @@ async def agent_url(pipeline: Pipeline | None, url: str | None, clock: clocks.Cl
 
 def run_demo(settings: DemoSettings, out: TextIO = sys.stdout) -> LiveResult:
     """Run the demo until ``--turns``/``--duration`` are reached, Ctrl-C, or the agent leaves."""
-    from agent.client import sound_devices
-    from agent.client.live_audio import DeviceMicrophone, DeviceSpeaker
+    from agent.client.devices import sound_devices
+    from agent.client.devices.live_audio import DeviceMicrophone, DeviceSpeaker
 
     # Fail fast, before models load: PortAudio present, the devices exist.
     input_device = sound_devices.resolve_device(settings.input_device, "input")

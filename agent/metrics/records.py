@@ -299,7 +299,7 @@ class DemoOptions(TypedDict):
 
 
 class Devices(TypedDict):
-    """The audio devices' own descriptions (agent.client.live_audio)."""
+    """The audio devices' own descriptions (agent.client.devices.live_audio)."""
 
     input: dict[str, Any]
     output: dict[str, Any]

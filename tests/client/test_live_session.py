@@ -2,7 +2,7 @@
 
 The agent runs in-process over a real loopback websocket with an energy VAD
 and emulated ASR/LLM/TTS. The sound card is replaced by the clock-driven
-microphone and speaker of ``agent.client.live_audio`` — not because a device
+microphone and speaker of ``agent.client.devices.live_audio`` — not because a device
 cannot run here (tests/test_demo_virtual_mic.py uses a real PulseAudio one) but
 because these tests check the session's arithmetic exactly, which needs the
 deterministic virtual clock.
@@ -20,9 +20,9 @@ import numpy as np
 
 from agent import clock as clocks
 from agent.audio import speechlike
+from agent.client.devices.live_audio import ClockMicrophone, ClockSpeaker
 from agent.client.hud import HudState
 from agent.client.live import LiveOptions, live_session
-from agent.client.live_audio import ClockMicrophone, ClockSpeaker
 from agent.metrics.timeline import LISTENER_HOPS
 from agent.server.app import AgentServer
 from agent.stages.pipeline import parse_pipeline

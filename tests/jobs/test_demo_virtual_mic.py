@@ -39,7 +39,7 @@ UTTERANCES = ("I would like to book a table for two tonight.", "Seven thirty wou
 
 @pytest.fixture(scope="module")
 def virtual_mic() -> None:
-    from agent.client import virtual_audio
+    from agent.client.devices import virtual_audio
 
     virtual_audio.start()
 
@@ -54,7 +54,7 @@ def _caller_wav(text: str, path: Path) -> Path:
 
 
 def test_demo_answers_through_the_virtual_microphone(tmp_path: Path, virtual_mic: None) -> None:
-    from agent.client import speaker_recording, virtual_audio
+    from agent.client.devices import speaker_recording, virtual_audio
 
     wavs = [_caller_wav(text, tmp_path / f"caller{i}.wav") for i, text in enumerate(UTTERANCES)]
     run_dir = tmp_path / "run"
@@ -122,7 +122,7 @@ def _start_demo(args: list[str], run_dir: Path) -> tuple[subprocess.Popen[str], 
 
 
 def test_barge_in_stops_the_agent_and_measures_the_stop(tmp_path: Path, virtual_mic: None) -> None:
-    from agent.client import virtual_audio
+    from agent.client.devices import virtual_audio
 
     first = _caller_wav("Could you tell me about all of your specials tonight?", tmp_path / "a.wav")
     second = _caller_wav("Sorry, wait a moment.", tmp_path / "b.wav")
@@ -153,7 +153,7 @@ def test_barge_in_stops_the_agent_and_measures_the_stop(tmp_path: Path, virtual_
 
 
 def test_ctrl_c_keeps_every_finished_turn_and_the_recording(tmp_path: Path, virtual_mic: None) -> None:
-    from agent.client import virtual_audio
+    from agent.client.devices import virtual_audio
 
     wav = _caller_wav(UTTERANCES[0], tmp_path / "a.wav")
     run_dir = tmp_path / "run"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.client.playout_buffer import PlayoutBuffer
+from agent.client.devices.playout_buffer import PlayoutBuffer
 
 
 def _pcm(n: int, value: int = 1000) -> np.ndarray:

@@ -14,16 +14,16 @@ to it). That hook routes ``default`` only if a PulseAudio daemon was running
 when the process first loaded the ALSA configuration; where ``default`` does
 not reach PulseAudio, name the device explicitly: ``--input-device pulse``.
 
-Two *silence feeders* (:mod:`agent.client.silence_feeders`) keep both null
+Two *silence feeders* (:mod:`agent.client.devices.silence_feeders`) keep both null
 sinks rendering in small steps while the virtual devices are up; without them
 capture on ``vlt_mic`` starts late and a recording of ``vlt_speaker`` loses the
 wall-clock timeline.
 
 Everything here drives the PulseAudio command-line tools through plain,
-blocking subprocess calls (:mod:`agent.client.pulse_tools`) that each take
+blocking subprocess calls (:mod:`agent.client.devices.pulse_tools`) that each take
 milliseconds; async callers wrap :func:`start` / :func:`stop` / :func:`status`
 in ``asyncio.to_thread``. :func:`play_into_mic` (and ``record_speaker``, in
-:mod:`agent.client.speaker_recording`) return at once, with the tool running
+:mod:`agent.client.devices.speaker_recording`) return at once, with the tool running
 in the background. This module never imports ``sounddevice``.
 
 State (which daemon and feeders we started, the defaults we replaced) lives in
@@ -47,7 +47,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.client.pulse_tools import (
+from agent.client.devices.pulse_tools import (
     VirtualAudioError,
     by_name,
     cmdline,
@@ -60,7 +60,7 @@ from agent.client.pulse_tools import (
     terminate,
     tool_env,
 )
-from agent.client.silence_feeders import (
+from agent.client.devices.silence_feeders import (
     ensure_feeder,
     find_feeder,
     is_feeder,

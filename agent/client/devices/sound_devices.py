@@ -10,7 +10,7 @@ failures that real devices do not produce on demand.
 
 Measured on PulseAudio's virtual devices (ALSA ``pulse``/``default`` plugin,
 ``vlt virtual-mic start``, whose silence feeders keep both null sinks
-running; see agent/client/virtual_audio.py), 16 kHz mono int16:
+running; see agent/client/devices/virtual_audio.py), 16 kHz mono int16:
 
 - input, ``blocksize=320`` (20 ms), ``latency="low"``: clean; PortAudio
   reports 40 ms; audio played into the virtual mic reaches a callback

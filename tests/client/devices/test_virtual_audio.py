@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 
 from agent.audio import FULL_SCALE, read_wav, write_wav
-from agent.client import speaker_recording, virtual_audio
-from agent.client.virtual_audio import MIC_SINK, MIC_SOURCE, SPEAKER_SINK, VirtualAudioError
+from agent.client.devices import speaker_recording, virtual_audio
+from agent.client.devices.virtual_audio import MIC_SINK, MIC_SOURCE, SPEAKER_SINK, VirtualAudioError
 from tests.conftest import ROOT
 
 HAVE_PULSEAUDIO = shutil.which("pulseaudio") is not None
@@ -77,7 +77,7 @@ def test_play_a_missing_file_is_a_one_line_error() -> None:
 @pytest.fixture(scope="module")
 def virtual_mic() -> Iterator[virtual_audio.VirtualAudioStatus]:
     """The virtual mic, up (left up afterwards), and PortAudio seeing it."""
-    from agent.client import sound_devices
+    from agent.client.devices import sound_devices
 
     up = virtual_audio.start()
     if not any(d.name == "pulse" for d in sound_devices.list_devices()):
@@ -124,7 +124,7 @@ def test_vlt_devices_lists_the_pulse_devices(virtual_mic: virtual_audio.VirtualA
 def test_sounddevice_records_a_tone_played_into_the_mic(
     virtual_mic: virtual_audio.VirtualAudioStatus, tmp_path: Path
 ) -> None:
-    from agent.client.sound_devices import open_stream, plan_stream, resolve_device, stream_latency_ms
+    from agent.client.devices.sound_devices import open_stream, plan_stream, resolve_device, stream_latency_ms
 
     wav = tmp_path / "tone.wav"
     write_wav(wav, _tone(0.5), RATE)
@@ -170,7 +170,7 @@ def test_sounddevice_records_a_tone_played_into_the_mic(
 def test_a_tone_played_to_the_default_output_reaches_record_speaker(
     virtual_mic: virtual_audio.VirtualAudioStatus, tmp_path: Path
 ) -> None:
-    from agent.client.sound_devices import open_stream, plan_stream, resolve_device
+    from agent.client.devices.sound_devices import open_stream, plan_stream, resolve_device
 
     tone = _tone(0.5)
     position = 0

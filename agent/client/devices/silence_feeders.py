@@ -24,7 +24,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from agent.client.pulse_tools import (
+from agent.client.devices.pulse_tools import (
     VirtualAudioError,
     by_name,
     cmdline,

@@ -5,11 +5,11 @@ A live session (``agent.client.live``) needs two things from the audio side:
 - a :class:`Microphone`: 20 ms frames at the session's rate, each with the time
   its last sample was received from the device;
 - a :class:`Speaker`: a device that pulls blocks from the session's
-  :class:`~agent.client.playout_buffer.PlayoutBuffer` and reports, with the
+  :class:`~agent.client.devices.playout_buffer.PlayoutBuffer` and reports, with the
   time of each pull, what it handed over.
 
 :class:`DeviceMicrophone` / :class:`DeviceSpeaker` are PortAudio devices
-(through ``agent.client.sound_devices``, the only module that imports
+(through ``agent.client.devices.sound_devices``, the only module that imports
 sounddevice); the device callbacks run on PortAudio's thread and only copy and
 timestamp — everything else happens on the event loop. A device that rejects
 the session's rate is opened at its own rate and resampled here.
@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from agent.audio import PCM
-from agent.client.playout_buffer import PlayoutBuffer, Pulled
+from agent.client.devices.playout_buffer import PlayoutBuffer, Pulled
 from agent.clock import NS_PER_S, Clock
 
 __all__ = [
@@ -123,7 +123,7 @@ class DeviceMicrophone:
         self.overflows = 0
 
     async def frames(self) -> AsyncIterator[tuple[PCM, int]]:
-        from agent.client.sound_devices import open_stream, stream_latency_ms
+        from agent.client.devices.sound_devices import open_stream, stream_latency_ms
 
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[PCM, int, bool]] = asyncio.Queue()
@@ -168,7 +168,7 @@ class DeviceSpeaker:
         self._stream: Any = None
 
     def start(self, buffer: PlayoutBuffer, on_played: OnPlayed) -> None:
-        from agent.client.sound_devices import open_stream, stream_latency_ms
+        from agent.client.devices.sound_devices import open_stream, stream_latency_ms
 
         loop = asyncio.get_running_loop()
         clock = self.clock

@@ -5,7 +5,7 @@ Finding the tools (a missing one names the Debian package to install),
 started detached, recognised by their argv in ``/proc``, ended with SIGTERM
 then SIGKILL. Everything here is a plain, blocking :mod:`subprocess` call that
 takes milliseconds; it knows nothing of the virtual devices' names or state
-(:mod:`agent.client.virtual_audio` does).
+(:mod:`agent.client.devices.virtual_audio` does).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Cutting device blocks into session frames (agent/client/live_audio.py Framer).
+"""Cutting device blocks into session frames (agent/client/devices/live_audio.py Framer).
 
 Pure arithmetic on sample counts and timestamps; the resampling path is the one
 a device that rejects 16 kHz takes (it is opened at its own rate).
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.client.live_audio import Framer
+from agent.client.devices.live_audio import Framer
 
 MS = 1_000_000
 

@@ -2,9 +2,9 @@
 
 ``parec`` of ``vlt_speaker.monitor`` runs in the background from
 :func:`record_speaker` until :meth:`SpeakerRecording.stop`. The speaker's
-silence feeder (:mod:`agent.client.silence_feeders`) keeps the sink rendering,
+silence feeder (:mod:`agent.client.devices.silence_feeders`) keeps the sink rendering,
 so the recording's sample positions follow the wall clock and onsets in it can
-be timed. Needs the virtual devices up (:func:`agent.client.virtual_audio.start`).
+be timed. Needs the virtual devices up (:func:`agent.client.devices.virtual_audio.start`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from agent.client.pulse_tools import READY_S, VirtualAudioError, has_stream, require_tool, tool_env
-from agent.client.virtual_audio import SPEAKER_SINK
+from agent.client.devices.pulse_tools import READY_S, VirtualAudioError, has_stream, require_tool, tool_env
+from agent.client.devices.virtual_audio import SPEAKER_SINK
 from agent.clock import Deadline
 
 __all__ = ["SpeakerRecording", "record_speaker"]

@@ -1,4 +1,4 @@
-"""agent.client.sound_devices: device listing, choice, rate fallback and every error message.
+"""agent.client.devices.sound_devices: device listing, choice, rate fallback and every error message.
 
 These tests use a stand-in for the ``sounddevice`` module, not PortAudio: the
 failures they check (a missing PortAudio library, no input device, a device
@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from agent.client import sound_devices
-from agent.client.sound_devices import (
+from agent.client.devices import sound_devices
+from agent.client.devices.sound_devices import (
     DeviceError,
     format_devices,
     list_devices,
