@@ -264,7 +264,7 @@ class LiveSession:
             return  # the listener barged in: the rest of this response is not played
         ct.last_activity_ns = now
         ct.marks.setdefault("client.first_frame_received", now)
-        ct.agent_samples += len(pcm)
+        ct.reply.audio_samples += len(pcm)
         start = max(now, self._arrival_end_ns)
         self._arrival_end_ns = start + len(pcm) * NS_PER_S // self.rate
         onset = None
@@ -286,29 +286,26 @@ class LiveSession:
         self._chunks[chunk_id] = (pcm, ct.turn)
 
     def _on_marks(self, ct: LiveTurn, message: MarkList, now: int) -> None:
-        ct.server_marks.update(message.marks)
+        ct.reply.add_marks(message)
 
     def _on_transcript(self, ct: LiveTurn, message: Transcript, now: int) -> None:
+        ct.reply.add_transcript(message)
         if message.final:
-            ct.transcript = message.text
-            ct.agent_text.clear()  # a restarted turn: drop the abandoned reply
             self._responding = ct.turn
             self.state.transcript, self.state.partial, self.state.agent_text = message.text, "", ""
         else:
-            ct.partials += 1
             self.state.partial = message.text
 
     def _on_agent_text(self, ct: LiveTurn, message: AgentText, now: int) -> None:
-        ct.agent_text.append(message.text)
+        ct.reply.add_text(message)
         self._responding = ct.turn
-        self.state.agent_text = " ".join(ct.agent_text)
+        self.state.agent_text = ct.reply.streamed_text
 
     def _on_error(self, message: Error, now: int) -> None:
         self.state.notice = f"agent error {message.code}: {message.message}"
 
     def _on_done(self, ct: LiveTurn, message: ResponseDone, now: int) -> None:
-        ct.stats = message.stats
-        ct.status, ct.reason = message.status, message.reason
+        ct.reply.apply_done(message)
         ct.done = True
         if self._responding == ct.turn:
             self._responding = None
@@ -366,8 +363,7 @@ class LiveSession:
                 )
             if self.clock.now_ns() >= due:
                 if not ct.done:
-                    ct.status = "no_response"
-                    ct.reason = f"no response within {self.options.reply_timeout_ms:g} ms"
+                    ct.reply.end("no_response", f"no response within {self.options.reply_timeout_ms:g} ms")
                 ct.done = ct.drained = True
                 self._maybe_record(ct)
                 return
@@ -385,7 +381,7 @@ class LiveSession:
         self.run.writer.append_turn(record)
         self.state.turns.append(record)
         self._awaiting_reply = False
-        if ct.status == "interrupted" and ct.cut:
+        if ct.reply.status == "interrupted" and ct.cut:
             self.state.agent_text = ""
         if self.options.turns is not None and len(self.records) >= self.options.turns:
             self.finished.set()
@@ -432,9 +428,9 @@ class LiveSession:
     def finish_pending(self) -> None:
         """Record the turns still open when the session stops (their marks so far)."""
         for ct in list(self.turns.values()):
-            if not ct.recorded and (ct.server_marks or ct.marks):
+            if not ct.recorded and (ct.reply.server_marks or ct.marks):
                 if not ct.done:
-                    ct.status, ct.reason = "unfinished", "the session ended first"
+                    ct.reply.end("unfinished", "the session ended first")
                 ct.done = ct.drained = True
                 self._maybe_record(ct)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from agent.audio import PhraseResampler
+from agent.client.agent_reply import AgentReply
 from agent.client.turn_record import client_marks, listener_latency, llm_tpot_ms, marks_since, stats_fields
 from agent.metrics.clocksync import OffsetEstimate
 from agent.metrics.records import BargeIn, TurnPlayout, TurnRecord
@@ -38,14 +38,7 @@ class LiveTurn:
     turn: int
     opened_ns: int
     marks: dict[str, int] = field(default_factory=dict)
-    server_marks: dict[str, int] = field(default_factory=dict)
-    status: str = "pending"
-    reason: str = ""
-    stats: dict[str, Any] = field(default_factory=dict)
-    transcript: str | None = None
-    partials: int = 0
-    agent_text: list[str] = field(default_factory=list)
-    agent_samples: int = 0
+    reply: AgentReply = field(default_factory=AgentReply)
     last_activity_ns: int = 0
     done: bool = False
     drained: bool = False
@@ -72,34 +65,34 @@ def build_live_record(
     """A finished live turn's record: marks on the client clock (ns since the run's
     origin) with the user's speech it answers, voice-to-voice at the listener,
     barge-in and the playout."""
-    marks = client_marks(ct.server_marks, ct.marks, offset)
+    agent = ct.reply
+    marks = client_marks(agent.server_marks, ct.marks, offset)
     utt = answered_utterance(utterances, marks.get("vad.end_of_turn", ct.opened_ns))
     if utt is not None:
         marks["user.speech_start"] = utt.start_ns
         assert utt.end_ns is not None
         marks["user.speech_end"] = utt.end_ns
     timeline, latency = listener_latency(marks)
-    latency["llm_tpot"] = llm_tpot_ms(marks, ct.stats)
+    latency["llm_tpot"] = llm_tpot_ms(marks, agent.stats)
     barge_in = utt.barge_in if utt is not None else None
     latency["barge_in_stop"] = barge_in["stop_ms"] if barge_in else None
-    reply = " ".join(ct.agent_text) or str(ct.stats.get("reply", ""))
-    stats = stats_fields(ct.stats, ct.partials)
+    stats = stats_fields(agent.stats, len(agent.partials))
     return {
         "turn": ct.turn,
-        "status": ct.status,
-        "reason": ct.reason,
+        "status": agent.status,
+        "reason": agent.reason,
         "user_text": "",
-        "transcript": ct.transcript,
-        "reply": reply,
+        "transcript": agent.transcript,
+        "reply": agent.reply,
         "latency_ms": latency,
         "missing_marks": list(timeline.missing),
         "marks_ns": marks_since(marks, origin_ns),
         "llm": stats["llm"],
         "asr": stats["asr"],
         "wer": None,
-        "agent_audio_ms": ct.agent_samples * 1000 / sample_rate,
+        "agent_audio_ms": agent.audio_samples * 1000 / sample_rate,
         "barge_in": barge_in,
         "playout": playout,
         "expectations": [],
-        "passed": ct.status in PASSING_STATUSES,
+        "passed": agent.status in PASSING_STATUSES,
     }

@@ -35,6 +35,7 @@ import numpy as np
 from websockets.exceptions import ConnectionClosed
 
 from agent.audio import PCM, find_onset, pcm_to_bytes
+from agent.client.agent_reply import AgentReply
 from agent.client.dispatcher import TurnMessage
 from agent.client.lifecycle import ClientRun, client_run
 from agent.client.recorder import StereoRecorder
@@ -88,15 +89,7 @@ class _ClientTurn:
 
     turn: Turn
     marks: dict[str, int] = field(default_factory=dict)
-    server_marks: dict[str, int] = field(default_factory=dict)
-    status: str = "pending"
-    reason: str = ""
-    stats: dict[str, Any] = field(default_factory=dict)
-    transcript: str | None = None
-    #: Partial transcripts received while the user spoke (streaming ASRs send them).
-    partials: list[str] = field(default_factory=list)
-    agent_text: list[str] = field(default_factory=list)
-    agent_samples: int = 0
+    reply: AgentReply = field(default_factory=AgentReply)
     last_frame_ns: int | None = None
     #: The last time anything of this turn's reply arrived (audio or a message).
     last_activity_ns: int | None = None
@@ -162,7 +155,7 @@ class _Replay:
         ct.marks.setdefault("client.first_frame_received", now)
         ct.last_frame_ns = ct.last_activity_ns = now
         ct.playout_end_ns = self._playout_end_ns
-        ct.agent_samples += len(pcm)
+        ct.reply.audio_samples += len(pcm)
         if not ct.audible.is_set():
             onset = find_onset(pcm, self.rate)
             if onset is not None:
@@ -179,31 +172,25 @@ class _Replay:
         return ct
 
     def _on_marks(self, ct: _ClientTurn, message: MarkList, now: int) -> None:
-        ct.server_marks.update(message.marks)
+        ct.reply.add_marks(message)
 
     def _on_transcript(self, ct: _ClientTurn, message: Transcript, now: int) -> None:
-        if message.final:
-            ct.transcript = message.text
-            # A final transcript precedes its response's text; a second one is a
-            # restarted turn (a VAD split, docs/speech.md): drop the abandoned text.
-            ct.agent_text.clear()
-        else:
-            ct.partials.append(message.text)
+        ct.reply.add_transcript(message)
 
     def _on_agent_text(self, ct: _ClientTurn, message: AgentText, now: int) -> None:
-        ct.agent_text.append(message.text)
+        ct.reply.add_text(message)
 
     def _on_response_done(self, ct: _ClientTurn, message: ResponseDone, now: int) -> None:
-        ct.stats = message.stats
-        self._finish(ct, message.status, message.reason)
+        if ct.done.is_set():
+            return  # ended already (the client gave up waiting): its status and record stand
+        ct.reply.apply_done(message)
+        self._finish(ct)
 
     def _on_error(self, message: Error, now: int) -> None:
         log.warning("agent error %s: %s", message.code, message.message)
 
-    def _finish(self, ct: _ClientTurn, status: str, reason: str) -> None:
-        if ct.done.is_set():
-            return
-        ct.status, ct.reason = status, reason
+    def _finish(self, ct: _ClientTurn) -> None:
+        """The turn has ended (its reply's status is set): stop waiting for it."""
         with contextlib.suppress(ValueError):
             self._replying.remove(ct)
         ct.done.set()
@@ -307,7 +294,8 @@ class _Replay:
                 async with asyncio.timeout(remaining_ns / NS_PER_S):
                     await ct.done.wait()
         if not ct.done.is_set():
-            self._finish(ct, "no_response", f"no response within {self.scenario.reply_timeout_ms:g} ms")
+            ct.reply.end("no_response", f"no response within {self.scenario.reply_timeout_ms:g} ms")
+            self._finish(ct)
         self._record(ct)
 
     # -- results -----------------------------------------------------------
@@ -329,10 +317,11 @@ def build_record(
 ) -> TurnRecord:
     """A turn's record: marks on the client clock (ns since the run's origin),
     hop latencies, voice-to-voice, barge-in and expectation results."""
-    marks = client_marks(ct.server_marks, ct.marks, offset)
+    agent = ct.reply
+    marks = client_marks(agent.server_marks, ct.marks, offset)
     timeline = analyze(marks)
     latency = latency_ms(timeline)
-    latency["llm_tpot"] = llm_tpot_ms(marks, ct.stats)
+    latency["llm_tpot"] = llm_tpot_ms(marks, agent.stats)
     barge_in: BargeIn | None = None
     latency["barge_in_stop"] = None
     if ct.turn.barge_in_ms is not None and ct.turn.index > 0:
@@ -344,10 +333,10 @@ def build_record(
         latency["barge_in_stop"] = stop
         barge_in = {
             "interrupted_turn": prev.turn.index,
-            "interrupted_status": prev.status,
+            "interrupted_status": prev.reply.status,
             "stop_ms": stop,
         }
-    reply = " ".join(ct.agent_text) or str(ct.stats.get("reply", ""))
+    reply = agent.reply
     checks: list[Expectation] = []
     for phrase in ct.turn.expect.contains:
         checks.append(
@@ -361,13 +350,13 @@ def build_record(
     if limit is not None:
         v2v = latency["voice_to_voice"]
         checks.append({"check": "max_v2v_ms", "value": limit, "ok": v2v is not None and v2v <= limit})
-    stats = stats_fields(ct.stats, len(ct.partials))
+    stats = stats_fields(agent.stats, len(agent.partials))
     return {
         "turn": ct.turn.index,
-        "status": ct.status,
-        "reason": ct.reason,
+        "status": agent.status,
+        "reason": agent.reason,
         "user_text": ct.turn.text,
-        "transcript": ct.transcript,
+        "transcript": agent.transcript,
         "scripted_reply": ct.turn.reply,
         "reply": reply,
         "barge_in_ms": ct.turn.barge_in_ms,
@@ -376,11 +365,11 @@ def build_record(
         "marks_ns": marks_since(marks, origin_ns),
         "llm": stats["llm"],
         "asr": stats["asr"],
-        "wer": _wer(ct.turn.text, ct.transcript),
-        "agent_audio_ms": ct.agent_samples * 1000 / sample_rate,
+        "wer": _wer(ct.turn.text, agent.transcript),
+        "agent_audio_ms": agent.audio_samples * 1000 / sample_rate,
         "barge_in": barge_in,
         "expectations": checks,
-        "passed": ct.status in ("ok", "interrupted") and all(c["ok"] for c in checks),
+        "passed": agent.status in ("ok", "interrupted") and all(c["ok"] for c in checks),
     }
 
 
