@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -17,13 +18,15 @@ from collections.abc import Sequence
 from agent import __version__
 from agent.cli.audio_devices import add_devices_command, add_virtual_mic_command
 from agent.cli.demo import add_demo_command
-from agent.cli.exit_codes import EXIT_ERROR, EXIT_INTERRUPTED
+from agent.cli.exit_codes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED
 from agent.cli.profiles import add_profiles_command
 from agent.cli.regress import add_baseline_command, add_regress_command
 from agent.cli.replay import add_replay_command
 from agent.cli.serve import add_serve_commands
+from agent.cli.signals import sigterm_as_interrupt, terminated
 from agent.cli.sweep import add_report_command, add_sweep_command
 from agent.errors import VltError
+from agent.metrics.redact import redact
 
 __all__ = ["build_parser", "main"]
 
@@ -59,17 +62,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.debug:
         logging.getLogger("websockets").setLevel(logging.CRITICAL)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_RedactingFilter())
+    # Runs (replay, sweep, demo, regress) end on SIGTERM as on Ctrl-C; servers keep
+    # the default (they hold no run folder).
+    handle_term = args.command != "serve"
     try:
-        code: int = args.func(args)
+        with sigterm_as_interrupt() if handle_term else contextlib.nullcontext():
+            code: int = args.func(args)
         return code
     except VltError as exc:
         if args.debug:
             raise
-        print(f"vlt: error: {exc}", file=sys.stderr)
+        print(f"vlt: error: {redact(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("vlt: interrupted; finished turns are on disk", file=sys.stderr)
+    except (KeyboardInterrupt, asyncio.CancelledError) as exc:
+        if handle_term and terminated():
+            print("vlt: terminated (SIGTERM); finished turns are on disk", file=sys.stderr)
+            return EXIT_TERMINATED
+        if isinstance(exc, asyncio.CancelledError):
+            print("vlt: cancelled", file=sys.stderr)
+        else:
+            print("vlt: interrupted; finished turns are on disk", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except asyncio.CancelledError:
-        print("vlt: cancelled", file=sys.stderr)
-        return EXIT_INTERRUPTED
+
+
+class _RedactingFilter(logging.Filter):
+    """Masks API keys in every log line (agent.metrics.redact), whatever logged it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = redact(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from agent.cli.arguments import Subcommands, positive_int
+from agent.cli.arguments import Subcommands, check_run_folders, finite_float, positive_int
 from agent.cli.exit_codes import EXIT_OK
 from agent.errors import ConfigError
 from agent.stages.pipeline_names import DEFAULT_PIPELINE, resolve_pipeline
@@ -39,13 +39,16 @@ def add_demo_command(commands: Subcommands) -> None:
     )
     dm.add_argument("--no-hud", action="store_true", help="one line per turn instead of the live HUD")
     dm.add_argument("--turns", type=positive_int, help="end after this many finished turns")
-    dm.add_argument("--duration", type=float, metavar="SECONDS", help="end after this long")
+    dm.add_argument("--duration", type=finite_float, metavar="SECONDS", help="end after this long")
     dm.add_argument(
-        "--prebuffer-ms", type=float, default=40.0, help="jitter buffer before a reply plays (default 40)"
+        "--prebuffer-ms",
+        type=finite_float,
+        default=40.0,
+        help="jitter buffer before a reply plays (default 40)",
     )
     dm.add_argument(
         "--echo-tail-ms",
-        type=float,
+        type=finite_float,
         default=200.0,
         help="half-duplex: keep the mic muted this long after the agent's audio (default 200)",
     )
@@ -70,6 +73,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0")
+    check_run_folders(args.runs_dir, args.out)
     pipeline = None if args.url else load_pipeline(resolve_pipeline(args.pipeline or DEFAULT_PIPELINE))
     options = LiveOptions(
         barge_in=args.barge_in,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["EXIT_ERROR", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK"]
+__all__ = ["EXIT_ERROR", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_TERMINATED"]
 
 EXIT_OK = 0
 #: The command ran, and what it checked failed (an expectation, a regression, a mic not ready).
@@ -11,3 +11,5 @@ EXIT_FAILED = 1
 EXIT_ERROR = 2
 #: 128 + SIGINT, as a shell reports a Ctrl-C.
 EXIT_INTERRUPTED = 130
+#: 128 + SIGTERM: a run ended by ``kill`` (finished like a Ctrl-C, agent/cli/signals.py).
+EXIT_TERMINATED = 143

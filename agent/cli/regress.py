@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.cli.arguments import Subcommands, split_list
+from agent.cli.arguments import Subcommands, check_run_folders, split_list
 from agent.cli.exit_codes import EXIT_FAILED, EXIT_OK
 from agent.errors import ConfigError
 
@@ -111,6 +111,8 @@ def _cmd_regress(args: argparse.Namespace) -> int:
     from agent.report.regress_output import format_table, junit_xml, markdown_summary
 
     base = baselines.load_baseline(args.baseline)
+    if args.run is None:
+        check_run_folders(args.runs_dir, None)
     try:
         budget_ms = regress.parse_budgets(args.budget_ms, what="--budget-ms")
         budget_pct = regress.parse_budgets(args.budget_pct, what="--budget-pct")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from agent.cli.arguments import Subcommands
+from agent.cli.arguments import Subcommands, check_run_folders
 from agent.cli.exit_codes import EXIT_FAILED, EXIT_OK
 from agent.stages.pipeline_names import DEFAULT_PIPELINE, VIRTUAL_DEFAULT_PIPELINE, resolve_pipeline
 
@@ -48,10 +48,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from agent.config.scenario import load_scenario
     from agent.jobs.runner import run_scenario
     from agent.metrics.records import TurnRecord
+    from agent.metrics.redact import redact
     from agent.report.console import LEGEND, format_header, format_summary, format_turn
     from agent.stages.pipeline import load_pipeline
 
     scenario = load_scenario(args.scenario)
+    check_run_folders(args.runs_dir, args.out)
     pipeline = None
     if args.url is None:
         default = VIRTUAL_DEFAULT_PIPELINE if args.clock == "virtual" else DEFAULT_PIPELINE
@@ -63,7 +65,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
     def on_turn(record: TurnRecord) -> None:
         if not args.quiet:
-            print(format_turn(record), flush=True)
+            print(redact(format_turn(record)), flush=True)
 
     async def main(clock: clocks.Clock) -> Any:
         return await run_scenario(

@@ -6,7 +6,7 @@ import argparse
 import contextlib
 from pathlib import Path
 
-from agent.cli.arguments import Subcommands
+from agent.cli.arguments import Subcommands, check_port, finite_float
 from agent.cli.exit_codes import EXIT_OK
 from agent.errors import ConfigError
 from agent.stages.pipeline_names import DEFAULT_PIPELINE, resolve_pipeline
@@ -42,6 +42,7 @@ def _cmd_serve_agent(args: argparse.Namespace) -> int:
     from agent.server.app import AgentServer
     from agent.stages.pipeline import load_pipeline
 
+    check_port(args.port)
     pipeline = load_pipeline(resolve_pipeline(args.pipeline))
 
     async def main(clock: clocks.Clock) -> None:
@@ -74,11 +75,11 @@ def _add_llm_emulator(servers: Subcommands) -> None:
     ep.add_argument("--profiles-file", type=Path, help="TOML file of extra profiles (docs/accelerators.md)")
     ep.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     ep.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    ep.add_argument("--ttft-ms", type=float, help="base latency to the first token, before prefill")
-    ep.add_argument("--tps", type=float, help="single-stream decode speed, tokens/s")
-    ep.add_argument("--jitter", type=float, help="relative standard deviation of inter-token gaps")
-    ep.add_argument("--ttft-jitter-ms", type=float, help="standard deviation of the base latency")
-    ep.add_argument("--prefill-tps", type=float, help="prompt processing speed, tokens/s")
+    ep.add_argument("--ttft-ms", type=finite_float, help="base latency to the first token, before prefill")
+    ep.add_argument("--tps", type=finite_float, help="single-stream decode speed, tokens/s")
+    ep.add_argument("--jitter", type=finite_float, help="relative standard deviation of inter-token gaps")
+    ep.add_argument("--ttft-jitter-ms", type=finite_float, help="standard deviation of the base latency")
+    ep.add_argument("--prefill-tps", type=finite_float, help="prompt processing speed, tokens/s")
     ep.add_argument(
         "--text-source",
         choices=("scripted", "bank", "llamacpp"),
@@ -100,6 +101,7 @@ def _cmd_serve_llm_emulator(args: argparse.Namespace) -> int:
     from agent.server.llm_emulator import LLMEmulatorServer
     from agent.server.llm_text_sources import make_text_source
 
+    check_port(args.port)
     if args.profiles_file is not None:
         add_profiles(args.profiles_file)
     flags = {
@@ -166,6 +168,7 @@ def _cmd_serve_service(args: argparse.Namespace) -> int:
     from agent.server.services import StageService
     from agent.stages.pipeline import load_pipeline
 
+    check_port(args.port)
     pipeline = load_pipeline(resolve_pipeline(args.pipeline))
 
     async def main(clock: clocks.Clock) -> None:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent.cli.arguments import Subcommands, floats, split_list
+from agent.cli.arguments import Subcommands, check_run_folders, floats, split_list
 from agent.cli.exit_codes import EXIT_OK
 from agent.errors import ConfigError
 from agent.stages.pipeline_names import resolve_pipeline
@@ -85,6 +85,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             floats(args.tps, DEFAULT_TPS, "--tps"), floats(args.ttft_ms, DEFAULT_TTFT_MS, "--ttft-ms")
         )
     clock = args.clock or ("virtual" if pipeline.virtual_time_ok else "real")
+    check_run_folders(Path("runs"), args.out)
     out = args.out or new_run_dir(Path("runs"), f"sweep-{pipeline.name}")
     print(
         f"sweep: {len(points)} points x {len(scenarios)} scenario(s) x {args.repeat} repeat(s), "

@@ -104,6 +104,7 @@ class ClientRun:
         self._client = client
         manifest: Manifest = {
             "kind": kind,
+            "state": "running",
             "started_utc": utc_now().isoformat(),
             "url": self.url,
             "agent": {
@@ -120,6 +121,8 @@ class ClientRun:
             **(manifest_extra or ManifestExtra()),  # type: ignore[typeddict-item]
         }
         self._manifest = manifest
+        # On disk from the start, so a folder whose process was killed outright says "running".
+        self.write_manifest()
         self.spawn(self._receive(client))
 
     @property
@@ -211,8 +214,9 @@ class ClientRun:
 
     # -- the end, however it comes -------------------------------------------------
 
-    async def end(self) -> None:
-        """Cancel the tasks, close, summarize, and write summary, manifest and recording."""
+    async def end(self, *, cut_off: bool = False) -> None:
+        """Cancel the tasks, close, summarize, and write summary, manifest and recording;
+        ``cut_off``: an exception (Ctrl-C, SIGTERM, an error) ended the run."""
         for task in self._tasks:
             task.cancel()
         client = self._client
@@ -226,6 +230,9 @@ class ClientRun:
             return
         summary = self._summary = summarize(client.final_records())
         client.conclude(summary, self.manifest, utc_now().isoformat())
+        # Both clients say in the summary whether the run reached its end.
+        complete = not cut_off and summary.get("completed", True)
+        self.manifest["state"] = "complete" if complete else "interrupted"
         self.writer.write_json("summary.json", summary)
         self.write_manifest()
         client.recorder.write(self.writer.dir / "recording.wav")
@@ -245,8 +252,15 @@ async def client_run(
     write the run into ``run_dir``, however the block ends."""
     started = clock.now_ns()
     ws, hello = await open_session(url, clock, sample_rate, frame_ms)
-    run = ClientRun(url, ws, hello, clock, RunWriter(run_dir), started)
+    try:
+        writer = RunWriter(run_dir)
+    except BaseException:
+        await ws.close()
+        raise
+    run = ClientRun(url, ws, hello, clock, writer, started)
     try:
         yield run
-    finally:
-        await run.end()
+    except BaseException:
+        await run.end(cut_off=True)
+        raise
+    await run.end()

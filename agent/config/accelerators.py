@@ -93,6 +93,8 @@ class AcceleratorProfile:
             value = getattr(self, f.name)
             if value is None or isinstance(value, str):
                 continue
+            if not math.isfinite(value):
+                raise ConfigError(f"must be a finite number, got {value!r}", field=f.name)
             if "min" in f.metadata and value < f.metadata["min"]:
                 raise ConfigError(f"must be >= {f.metadata['min']}, got {value!r}", field=f.name)
             if "min_exclusive" in f.metadata and value <= f.metadata["min_exclusive"]:

@@ -33,6 +33,8 @@ from agent.errors import ScenarioError
 __all__ = [
     "DEFAULT_PAUSE_MS",
     "DEFAULT_REPLY_TIMEOUT_MS",
+    "MAX_PAUSE_MS",
+    "MAX_REPLY_TIMEOUT_MS",
     "Expectation",
     "Scenario",
     "Turn",
@@ -44,6 +46,13 @@ DEFAULT_PAUSE_MS = 600.0
 """A natural conversational gap before the caller speaks."""
 DEFAULT_REPLY_TIMEOUT_MS = 15000.0
 """How long a turn may wait for the agent's reply before it counts as failed."""
+
+MAX_PAUSE_MS = 120_000.0
+"""Upper bound of ``pause_ms`` and ``barge_in_ms`` (2 minutes): a replay
+records every millisecond of a pause and, in virtual time, steps through it;
+a longer wait is a typo (seconds written as ms), not a conversation."""
+MAX_REPLY_TIMEOUT_MS = 300_000.0
+"""Upper bound of ``reply_timeout_ms`` and ``max_v2v_ms`` (5 minutes)."""
 
 _TOP_KEYS = ("name", "description", "defaults", "turns")
 _DEFAULT_KEYS = ("pause_ms", "reply_timeout_ms")
@@ -120,7 +129,10 @@ def load_scenario(path: str | Path) -> Scenario:
     except FileNotFoundError:
         raise ScenarioError("scenario file not found", path=path) from None
     except UnicodeDecodeError as exc:
-        raise ScenarioError(f"not UTF-8 text (byte {exc.start}: {exc.reason})", path=path) from None
+        line = exc.object.count(b"\n", 0, exc.start) + 1 if isinstance(exc.object, bytes) else None
+        raise ScenarioError(
+            f"not UTF-8 text (byte {exc.start}: {exc.reason})", path=path, line=line
+        ) from None
     except OSError as exc:
         raise ScenarioError(f"cannot read the file: {exc.strerror}", path=path) from None
     return parse_scenario(text, path)
@@ -209,14 +221,16 @@ class _Reader:
             hint = "; put it in quotes if it is meant as text"
         self.fail(node, field, f"expected a non-empty string, got {self.describe(node)}{hint}")
 
-    def number(self, node: Node, field: str, *, positive: bool) -> float:
+    def number(self, node: Node, field: str, *, positive: bool, at_most: float) -> float:
         bound = "> 0" if positive else ">= 0"
         if isinstance(node, ScalarNode) and node.tag in _NUMBER_TAGS:
             try:
                 value = float(self.constructor.construct_object(node))
-            except (ValueError, yaml.YAMLError):
+            except (ValueError, OverflowError, yaml.YAMLError):  # OverflowError: an int past 1e308
                 value = math.nan
             if math.isfinite(value) and (value > 0 or (value == 0 and not positive)):
+                if value > at_most:
+                    self.fail(node, field, f"must be <= {at_most:g} ms, got {self.describe(node)}")
                 return value
         self.fail(node, field, f"expected a number {bound}, got {self.describe(node)}")
 
@@ -224,9 +238,15 @@ class _Reader:
         node = values.get(key)
         return None if node is None else self.string(node, _join(prefix, key))
 
-    def opt_number(self, values: dict[str, Node], key: str, prefix: str, *, positive: bool) -> float | None:
+    def opt_number(
+        self, values: dict[str, Node], key: str, prefix: str, *, positive: bool, at_most: float
+    ) -> float | None:
         node = values.get(key)
-        return None if node is None else self.number(node, _join(prefix, key), positive=positive)
+        return (
+            None
+            if node is None
+            else self.number(node, _join(prefix, key), positive=positive, at_most=at_most)
+        )
 
     def scenario(self, root: Node) -> Scenario:
         top = self.mapping(root, "", _TOP_KEYS)
@@ -236,10 +256,14 @@ class _Reader:
         if "defaults" in top:
             defaults = self.mapping(top["defaults"], "defaults", _DEFAULT_KEYS)
             if "pause_ms" in defaults:
-                pause_ms = self.number(defaults["pause_ms"], "defaults.pause_ms", positive=False)
+                pause_ms = self.number(
+                    defaults["pause_ms"], "defaults.pause_ms", positive=False, at_most=MAX_PAUSE_MS
+                )
             if "reply_timeout_ms" in defaults:
                 node = defaults["reply_timeout_ms"]
-                timeout_ms = self.number(node, "defaults.reply_timeout_ms", positive=True)
+                timeout_ms = self.number(
+                    node, "defaults.reply_timeout_ms", positive=True, at_most=MAX_REPLY_TIMEOUT_MS
+                )
         if "turns" not in top:
             self.fail(root, "turns", "missing: a scenario needs a list of turns")
         node = top["turns"]
@@ -264,8 +288,8 @@ class _Reader:
             if not wav.is_file():
                 self.fail(values["wav"], f"{here}.wav", f"file not found: {wav}")
         text = self.opt_string(values, "user", here) or self.opt_string(values, "text", here)
-        pause_ms = self.opt_number(values, "pause_ms", here, positive=False)
-        barge_in_ms = self.opt_number(values, "barge_in_ms", here, positive=False)
+        pause_ms = self.opt_number(values, "pause_ms", here, positive=False, at_most=MAX_PAUSE_MS)
+        barge_in_ms = self.opt_number(values, "barge_in_ms", here, positive=False, at_most=MAX_PAUSE_MS)
         if barge_in_ms is not None and index == 0:
             no_reply = "not allowed on the first turn: there is no agent reply yet to interrupt"
             self.fail(values["barge_in_ms"], f"{here}.barge_in_ms", no_reply)
@@ -298,4 +322,6 @@ class _Reader:
         elif phrases is not None:
             got = self.describe(phrases)
             self.fail(phrases, f"{here}.contains", f"expected a list of strings, got {got}")
-        return Expectation(contains, self.opt_number(values, "max_v2v_ms", here, positive=True))
+        return Expectation(
+            contains, self.opt_number(values, "max_v2v_ms", here, positive=True, at_most=MAX_REPLY_TIMEOUT_MS)
+        )

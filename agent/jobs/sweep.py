@@ -34,7 +34,7 @@ from agent.jobs.latency_model import Knee, TurnModel, dominant_components, measu
 from agent.jobs.latency_model import turn_model as make_turn_model
 from agent.jobs.runner import run_scenario
 from agent.metrics.records import TurnRecord
-from agent.metrics.results import metric_values
+from agent.metrics.results import check_new_run_dir, metric_values
 from agent.metrics.stats import describe
 from agent.metrics.timeline import HOP_NAMES
 from agent.stages.pipeline import Pipeline
@@ -280,6 +280,7 @@ async def run_sweep(
             f"virtual time needs an all-emulated pipeline; {pipeline.name} has real stages: {stages}"
         )
     out = Path(out)
+    check_new_run_dir(out, option="sweep folder")  # a second sweep's points would mix with the first's
     out.mkdir(parents=True, exist_ok=True)
     # Build every point's pipeline first: a bad override fails before any replay.
     pipelines = [pipeline.with_overrides(dict(p.overrides)) for p in points]

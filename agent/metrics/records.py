@@ -332,6 +332,10 @@ class Manifest(TypedDict):
     """``manifest.json``: written when the run starts, rewritten when it ends."""
 
     kind: Literal["replay", "demo"]
+    state: Literal["running", "complete", "interrupted"]
+    """``running`` from the first write until the run ends (a folder left so was
+    killed outright); then ``complete``, or ``interrupted`` when a signal, an
+    error or the agent closing ended it first."""
     started_utc: str
     url: str
     agent: AgentInfo

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.errors import BackendError, ConfigError
+from agent.metrics.redact import add_secret, known_secrets, redact, redact_value
 from agent.stages.interfaces import Closable, LLMDelta, LLMRequest, SessionContext
 from agent.stages.openai_endpoint import OpenAILLMConfig, resolve
 from agent.wire.sse import SSEError, SSEParser
@@ -95,6 +96,7 @@ class OpenAILLM(Closable):
         headers = {"User-Agent": f"vlt/{__version__}", **config.headers}
         if self._key:
             headers["Authorization"] = f"Bearer {self._key}"
+            add_secret(self._key)  # so the run folder, logs and stdout mask it too
         # Built here, at session start, so creating the TLS context is not inside turn 0's TTFT.
         # retries=0 is httpx's default, made explicit: a retry would hide in TTFT. A
         # transport of our own also keeps HTTP(S)_PROXY from the environment out of the path.
@@ -148,7 +150,8 @@ class OpenAILLM(Closable):
             async for delta in self._events(response, chunks, state):
                 yield delta
             notes["finish_reason"] = state.finish_reason
-            yield LLMDelta(server_timing=_server_timing(state.timing, notes))
+            # A server may echo the key in any timing field it sends.
+            yield LLMDelta(server_timing=redact_value(_server_timing(state.timing, notes), self._secrets()))
             await _drain(chunks)
         finally:
             if isinstance(chunks, AsyncGenerator):  # it is; closed now rather than by the GC
@@ -244,10 +247,10 @@ class OpenAILLM(Closable):
         payload = _json_or_none(data)
         if not isinstance(payload, dict):
             if error_event:
-                raise self._error(f"error event mid-stream: {data[:_ERROR_SNIPPET]}", response)
-            raise self._error(f"malformed JSON in a stream event: {data[:_ERROR_SNIPPET]!r}", response)
+                raise self._error(f"error event mid-stream: {self._snippet(data)}", response)
+            raise self._error(f"malformed JSON in a stream event: {self._snippet(data)!r}", response)
         if error_event or payload.get("error") is not None:
-            message = _error_message(payload) or data[:_ERROR_SNIPPET]
+            message = _error_message(payload) or self._snippet(data)
             raise self._error(f"error mid-stream {_mid_stream(state)}: {message}", response)
         text = ""
         choices = payload.get("choices")
@@ -274,8 +277,16 @@ class OpenAILLM(Closable):
 
     # -- errors -------------------------------------------------------------
 
+    def _secrets(self) -> tuple[str, ...]:
+        return (self._key, *known_secrets()) if self._key else known_secrets()
+
     def _redact(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key else text
+        return redact(text, self._secrets())
+
+    def _snippet(self, text: str) -> str:
+        """At most _ERROR_SNIPPET characters of a body, redacted *before* it is cut:
+        a cut key no longer matches the key, and its prefix would survive."""
+        return self._redact(" ".join(text.split()))[:_ERROR_SNIPPET]
 
     def _error(self, message: str, response: httpx.Response | None = None) -> BackendError:
         return BackendError(
@@ -289,8 +300,7 @@ class OpenAILLM(Closable):
         status = response.status_code
         message = _error_message(_json_or_none(text))
         if message is None:
-            snippet = " ".join(text.split())[:_ERROR_SNIPPET]
-            message = snippet or response.reason_phrase or "no body"
+            message = self._snippet(text) or response.reason_phrase or "no body"
         if 300 <= status < 400:
             message += f" (redirected to {response.headers.get('location', '?')}: set base_url to it)"
         if status == 429:

@@ -157,7 +157,7 @@ def _build(raw: dict[str, Any], path: Path | None, text: str | None) -> Pipeline
         if not isinstance(table, dict):
             raise fail("expected a table", key=role)
         kind = table.get("kind")
-        if kind not in REGISTRY[role]:
+        if not isinstance(kind, str) or kind not in REGISTRY[role]:  # a list is not hashable
             what = "missing kind" if kind is None else f"unknown {role} kind {kind!r}"
             raise fail(f"{what}; valid: {', '.join(kinds_for(role))}", role, "kind")
         entry = REGISTRY[role][kind]

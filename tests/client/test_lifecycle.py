@@ -21,7 +21,7 @@ from agent import clock as clocks
 from agent.audio import PCM, pcm_to_bytes
 from agent.client.lifecycle import ClientRun, client_run
 from agent.client.recorder import StereoRecorder
-from agent.errors import ConnectError
+from agent.errors import ConfigError, ConnectError
 from agent.wire.protocol import PROTOCOL_VERSION, Bye, Hello, MarkList, Ping, Pong, decode, encode
 
 RATE = 16000
@@ -147,7 +147,8 @@ def test_an_exception_still_writes_summary_manifest_and_recording(tmp_path: Path
     assert summary["metrics_ms"]["voice_to_voice"]["n"] == 1
     assert summary["completed"] is False
     manifest = _read(tmp_path, "manifest.json")
-    assert list(manifest)[:6] == ["kind", "started_utc", "url", "agent", "audio", "options"]
+    assert list(manifest)[:7] == ["kind", "state", "started_utc", "url", "agent", "audio", "options"]
+    assert manifest["state"] == "interrupted"  # an exception ended the run
     assert manifest["kind"] == "test" and manifest["options"] == {"x": 1} and manifest["extra"] is True
     assert manifest["agent"]["software"] == "fake/1"
     assert manifest["audio"] == {"sample_rate": RATE, "frame_ms": 20}
@@ -236,3 +237,33 @@ def test_a_run_whose_client_never_began_writes_no_summary(tmp_path: Path) -> Non
     clocks.run(main, virtual=True)
     assert seen == {"closed": True}
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["turns.jsonl"]
+
+
+def test_the_manifest_says_running_from_begin_and_complete_at_a_clean_end(tmp_path: Path) -> None:
+    async def body(run: ClientRun, client: FakeClient, clock: clocks.Clock) -> dict[str, Any]:
+        client.conclude = lambda summary, manifest, finished: None  # type: ignore[method-assign]
+        return _read(tmp_path, "manifest.json")  # on disk as soon as the client began
+
+    first, _ = _run(tmp_path, body)
+    assert first["state"] == "running"
+    assert _read(tmp_path, "manifest.json")["state"] == "complete"
+
+
+def test_a_clean_end_the_client_calls_incomplete_is_interrupted(tmp_path: Path) -> None:
+    async def body(run: ClientRun, client: FakeClient, clock: clocks.Clock) -> None:
+        return None  # FakeClient.conclude says summary.completed = False (e.g. the agent closed)
+
+    _run(tmp_path, body)
+    assert _read(tmp_path, "manifest.json")["state"] == "interrupted"
+
+
+def test_a_run_folder_that_is_not_empty_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "turns.jsonl").write_text('{"turn": 0}\n')
+
+    async def body(run: ClientRun, client: FakeClient, clock: clocks.Clock) -> None:
+        raise AssertionError("never reached")
+
+    result, _ = _run(tmp_path, body)
+    assert isinstance(result, ConfigError) and "not empty" in str(result)
+    assert (tmp_path / "run" / "turns.jsonl").read_text() == '{"turn": 0}\n'

@@ -457,3 +457,28 @@ def test_docs_table_lists_every_profile() -> None:
     docs = (ROOT / "docs" / "accelerators.md").read_text(encoding="utf-8")
     for name in PROFILES:
         assert f"| {name} |" in docs, name
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_profiles_file_with_nan_or_inf_names_file_line_and_field(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text(f'["my-gpu"]\nttft_ms = 100\ntokens_per_s = {value}\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_profiles(path)
+    assert (info.value.path, info.value.line, info.value.field) == (str(path), 3, "my-gpu.tokens_per_s")
+    assert "must be a finite number" in str(info.value)
+
+
+def test_command_line_overrides_refuse_nan() -> None:
+    with pytest.raises(ConfigError, match="must be a finite number"):
+        with_overrides(PROFILES["groq-llama-3.3-70b"], {"ttft_ms": float("nan")})
+    with pytest.raises(ConfigError, match="must be a finite number"):  # a profile built in code
+        dataclasses.replace(PROFILES["groq-llama-3.3-70b"], jitter=float("inf"))
+
+
+def test_a_profiles_file_that_is_not_utf8_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_bytes(b'["my-gpu"]\nttft_ms = 100\nnotes = "caf\xe9"\n')
+    with pytest.raises(ConfigError) as info:
+        load_profiles(path)
+    assert str(info.value).startswith(f"{path}:3: not UTF-8 text (byte 37")

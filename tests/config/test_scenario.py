@@ -15,6 +15,8 @@ import pytest
 from agent.config.scenario import (
     DEFAULT_PAUSE_MS,
     DEFAULT_REPLY_TIMEOUT_MS,
+    MAX_PAUSE_MS,
+    MAX_REPLY_TIMEOUT_MS,
     Expectation,
     Scenario,
     Turn,
@@ -152,8 +154,19 @@ def test_missing_file_names_the_path(tmp_path: Path) -> None:
 def test_non_utf8_file_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "latin1.yaml"
     path.write_bytes("turns:\n  - user: caf\u00e9\n".encode("latin-1"))
-    with pytest.raises(ScenarioError, match="not UTF-8"):
+    with pytest.raises(ScenarioError, match="not UTF-8") as info:
         load_scenario(path)
+    assert str(info.value).startswith(f"{path}:2: not UTF-8 text (byte 20")
+
+
+def test_the_largest_allowed_times_load(tmp_path: Path) -> None:
+    text = (
+        "defaults: {pause_ms: 120000, reply_timeout_ms: 300000}\n"
+        "turns:\n  - user: a\n  - user: b\n    barge_in_ms: 120000\n    expect: {max_v2v_ms: 300000}\n"
+    )
+    scenario = parse_scenario(text, tmp_path / "s.yaml")
+    assert scenario.turns[0].pause_ms == MAX_PAUSE_MS and scenario.reply_timeout_ms == MAX_REPLY_TIMEOUT_MS
+    assert scenario.turns[1].barge_in_ms == MAX_PAUSE_MS
 
 
 def test_empty_file_is_an_error(tmp_path: Path) -> None:
@@ -190,6 +203,20 @@ MALFORMED: list[tuple[str, int, str | None, tuple[str, ...]]] = [
     ("turns:\n  - user: hi\n    pause_ms: .nan\n", 3, "turns[0].pause_ms",
      ("expected a number >= 0",)),
     ("defaults:\n  reply_timeout_ms: 0\n" + ONE_TURN, 2, "defaults.reply_timeout_ms",
+     ("expected a number > 0",)),
+    # Upper bounds: a pause of 1e15 ms used to spin a virtual-time replay; an hour, 635 MB.
+    ("turns:\n  - user: hi\n    pause_ms: 1.0e+15\n", 3, "turns[0].pause_ms",
+     ("must be <= 120000 ms, got 1.0e+15",)),
+    ("turns:\n  - user: hi\n    pause_ms: 3600000\n", 3, "turns[0].pause_ms",
+     ("must be <= 120000 ms, got 3600000",)),
+    ("turns:\n  - user: hi\n    pause_ms: " + "9" * 400 + "\n", 3, "turns[0].pause_ms",
+     ("expected a number >= 0",)),
+    ("defaults:\n  pause_ms: 120001\n" + ONE_TURN, 2, "defaults.pause_ms", ("must be <= 120000 ms",)),
+    ("turns:\n  - user: a\n  - user: b\n    barge_in_ms: 1.0e+9\n", 4, "turns[1].barge_in_ms",
+     ("must be <= 120000 ms",)),
+    ("defaults:\n  reply_timeout_ms: 300001\n" + ONE_TURN, 2, "defaults.reply_timeout_ms",
+     ("must be <= 300000 ms",)),
+    ("turns:\n  - user: hi\n    expect: {max_v2v_ms: .inf}\n", 3, "turns[0].expect.max_v2v_ms",
      ("expected a number > 0",)),
     ("defaults: 600\n" + ONE_TURN, 1, "defaults", ("expected a mapping", "got 600")),
     ("name: ''\n" + ONE_TURN, 1, "name", ("must not be empty",)),

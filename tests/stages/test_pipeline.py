@@ -321,3 +321,39 @@ def test_as_dict_round_trips() -> None:
         lines += [f"{key} = {toml_value(value)}" for key, value in d[table].items()]
     again = parse_pipeline("\n".join(lines), EMULATED).as_dict()
     assert again == d
+
+
+# --------------------------------------------------------------------------- hostile numbers and bytes
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        ("ttft_ms = 200", "ttft_ms = nan", "llm.ttft_ms"),
+        ("tokens_per_s = 275", "tokens_per_s = nan", "llm.tokens_per_s"),
+        ("tokens_per_s = 275", "tokens_per_s = -nan", "llm.tokens_per_s"),
+        ("rtf = 0.2", "rtf = inf", "tts.rtf"),
+        ("endpoint_ms = 300", "endpoint_ms = nan", "vad.endpoint_ms"),
+        ("lead_ms = 60", "lead_ms = nan", "output.lead_ms"),
+        ("lead_ms = 60", "lead_ms = +inf", "output.lead_ms"),
+    ],
+)
+def test_nan_and_inf_are_refused_with_file_line_and_field(
+    tmp_path: Path, old: str, new: str, field: str
+) -> None:
+    """TOML can spell nan and inf, and a NaN passes every `>= min` check; both used to fail at run time."""
+    text = edited(old, new)
+    error, path = load_error(tmp_path, text)
+    assert (error.path, error.line, error.field) == (str(path), line_of(text, new), field)
+    assert "must be a finite number" in str(error)
+
+
+def test_a_pipeline_that_is_not_utf8_names_file_line_and_byte(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(BASE.encode().replace(b"Oracle VAD", b"Oracle VAD \xe9"))  # Latin-1 é
+    with pytest.raises(ConfigError) as info:
+        load_pipeline(path)
+    offset = path.read_bytes().index(b"\xe9")
+    assert info.value.line == line_of(BASE, "Oracle VAD")
+    assert f"not UTF-8 text (byte {offset}" in str(info.value)
+    assert str(info.value).startswith(f"{path}:{info.value.line}: ")
