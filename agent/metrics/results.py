@@ -18,7 +18,7 @@ import os
 import platform
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any, cast
@@ -92,6 +92,8 @@ class RunWriter:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.turns_path = self.dir / "turns.jsonl"
         self._turns = self.turns_path.open("a", encoding="utf-8")
+        #: Called with each record once it is on disk (live telemetry: agent.telemetry).
+        self.on_turn: Callable[[TurnRecord], None] | None = None
 
     def write_json(self, name: str, data: Mapping[str, Any]) -> None:
         tmp = self.dir / f".{name}.tmp"
@@ -102,6 +104,8 @@ class RunWriter:
         self._turns.write(json.dumps(record, default=str) + "\n")
         self._turns.flush()
         os.fsync(self._turns.fileno())
+        if self.on_turn is not None:
+            self.on_turn(record)
 
     def close(self) -> None:
         self._turns.close()
