@@ -80,8 +80,10 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             raise ConfigError("--wait-start needs --mqtt (the broker the start signal comes through)")
         from agent.telemetry.subscriber import wait_for_start
 
-        print(f"waiting for the start signal on {broker.display} (vlt watch --start)", flush=True)
-        start = clocks.run(lambda _clock: wait_for_start(broker))
+        def ready() -> None:
+            print(f"waiting for the start signal on {broker.display} (vlt watch --start)", flush=True)
+
+        start = clocks.run(lambda _clock: wait_for_start(broker, ready))
         print(f"start signal from {start.get('by', '?')} at {start.get('utc', '?')}", flush=True)
 
     with telemetry_from_args(args) as telemetry:

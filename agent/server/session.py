@@ -89,7 +89,7 @@ class AgentSession:
         self._resample: PhraseResampler | None = None
         self._telemetry: SessionTelemetry | None = None
         if telemetry is not None:
-            self._telemetry = telemetry.session("agent", f"agent-{telemetry.process_id}-{session_id}")
+            self._telemetry = telemetry.session("agent")
             self._telemetry.manifest(
                 {"agent_session": session_id, "pipeline": pipeline.name, "description": pipeline.description}
             )

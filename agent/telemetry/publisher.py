@@ -107,11 +107,22 @@ class Telemetry:
         with self._lock:
             open_sessions = [s for s in self._sessions if not s.closed]
         futures = [s.close_soon("process exit") for s in open_sessions]
-        with contextlib.suppress(concurrent.futures.TimeoutError):
-            concurrent.futures.wait(futures, timeout=timeout_s)
-        if self._loop.is_running():
+        concurrent.futures.wait(futures, timeout=timeout_s)
+        if self._thread.is_alive():
+            with contextlib.suppress(Exception):
+                self.run(self._shutdown()).result(timeout=1.0)
             self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=1.0)
+            self._thread.join(timeout=1.0)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    async def _shutdown(self) -> None:
+        """Cancel what is still running (a session that outlived the flush deadline)."""
+        here = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not here]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- used by the sessions --------------------------------------------------------
 
@@ -261,6 +272,7 @@ class SessionTelemetry:
             if failed and self._closing.is_set():  # no broker and nothing more to wait for
                 self._drop_all()
                 return
+            connected = False
             try:
                 async with aiomqtt.Client(
                     broker.host,
@@ -276,12 +288,12 @@ class SessionTelemetry:
                 ) as client:
                     if failed:
                         log.info("telemetry: reconnected to %s", broker.display)
-                    failed, backoff = False, _BACKOFF_S[0]
+                    failed, backoff, connected = False, _BACKOFF_S[0], True
                     await self._send_all(client, status)
                     return
             except aiomqtt.MqttError as exc:
                 failed = True
-                self._t.warn_once(_broker_problem(broker, exc, self._t.queue_size))
+                self._t.warn_once(_broker_problem(broker, exc, self._t.queue_size, connected))
             except Exception as exc:  # TLS files, DNS: still never the pipeline's problem
                 failed = True
                 self._t.warn_once(f"telemetry: {broker.display}: {exc}; telemetry is off for this run")
@@ -291,6 +303,8 @@ class SessionTelemetry:
             backoff = min(backoff * 2, _BACKOFF_S[1])
 
     async def _send_all(self, client: aiomqtt.Client, status: str) -> None:
+        import aiomqtt
+
         assert self._wake is not None and self._closing is not None
         online = encode(status_payload(self.host, self.name, "online", _utc()))
         self._retained[status] = online
@@ -350,14 +364,19 @@ def _utc() -> str:
     return utc_now().isoformat()
 
 
-def _broker_problem(broker: BrokerUrl, exc: Exception, queue_size: int) -> str:
-    rc = getattr(exc, "rc", None)
-    code = getattr(rc, "value", rc)
-    hint = ""
-    if code in _AUTH_CODES:
-        hint = " (the broker refused the credentials: give user:password@ in the --mqtt URL)"
+def _broker_problem(broker: BrokerUrl, exc: Exception, queue_size: int, was_connected: bool) -> str:
+    if was_connected:
+        what = f"lost the connection to MQTT broker {broker.display} ({exc})"
+    else:
+        # Connecting: the code is the broker's CONNACK reason (a publish error's is paho's own).
+        rc = getattr(exc, "rc", None)
+        code = getattr(rc, "value", rc)
+        hint = ""
+        if code in _AUTH_CODES:
+            hint = " (the broker refused the credentials: give user:password@ in the --mqtt URL)"
+        what = f"cannot connect to MQTT broker {broker.display}: {exc}{hint}"
     return (
-        f"telemetry: MQTT broker {broker.display}: {exc}{hint}; the run goes on, "
+        f"telemetry: {what}; the run goes on, "
         f"retrying with backoff; up to {queue_size} messages per session wait, the rest are dropped "
         "and counted in the manifest"
     )

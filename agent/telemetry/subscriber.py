@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import platform
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from agent.clock import utc_now
@@ -90,9 +90,11 @@ async def publish_start(broker: BrokerUrl, run: str = "") -> None:
         raise _connect_error(broker, exc) from None
 
 
-async def wait_for_start(broker: BrokerUrl) -> dict[str, Any]:
-    """Return the first start signal published after subscribing (not a stale one)."""
+async def wait_for_start(broker: BrokerUrl, on_ready: Callable[[], None] = lambda: None) -> dict[str, Any]:
+    """Return the first start signal published after subscribing (not a stale one);
+    ``on_ready`` is called once subscribed (a signal from then on is not missed)."""
     async with subscription(broker, START_TOPIC) as messages:
+        on_ready()
         async for message in messages:
             if message.type == "start" and not message.retained:
                 return message.data
