@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-from agent.clock import utc_now
+from agent.clock import Deadline, utc_now
 from agent.metrics.records import TelemetryCounts, TurnRecord
 from agent.telemetry.broker import BrokerUrl
 from agent.telemetry.schema import (
@@ -309,16 +309,15 @@ class SessionTelemetry:
         online = encode(status_payload(self.host, self.name, "online", _utc()))
         self._retained[status] = online
         self._dirty.update(self._retained.keys())  # a new connection: the broker may have lost them
-        deadline: float | None = None
-        loop = asyncio.get_running_loop()
+        deadline: Deadline | None = None
         while True:
             if self._closing.is_set() and deadline is None:
-                deadline = loop.time() + FLUSH_TIMEOUT_S
+                deadline = Deadline(FLUSH_TIMEOUT_S)
                 offline = status_payload(self.host, self.name, "offline", _utc(), self._close_reason)
                 self._retained[status] = encode(offline)
                 self._dirty.add(status)
             while self._dirty or self._queue:
-                if deadline is not None and loop.time() > deadline:
+                if deadline is not None and deadline.expired():
                     self._drop_all()
                     return
                 # Order: manifest and summary, then marks and turns, then the status, so

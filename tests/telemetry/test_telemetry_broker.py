@@ -211,9 +211,9 @@ def test_broker_killed_mid_run_does_not_stall_a_real_time_replay(
 def test_credentials_required_by_the_broker(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     broker = make_broker(tmp_path / "broker", passwords={"ann": "s3cret"})
     try:
-        with Listener(broker, username="ann", password="s3cret") as heard:
-            with Telemetry(parse_broker_url(broker.url(user="ann:s3cret"))) as telemetry:
-                good = replay(telemetry, tmp_path / "good")
+        url = parse_broker_url(broker.url(user="ann:s3cret"))
+        with Listener(broker, username="ann", password="s3cret") as heard, Telemetry(url) as telemetry:
+            good = replay(telemetry, tmp_path / "good")
         assert len(heard.json("/turns")) == 3
         assert counts(good.run_dir)["dropped"] == 0
         caplog.set_level(logging.WARNING, "vlt.telemetry")
