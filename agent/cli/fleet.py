@@ -100,12 +100,15 @@ async def _live_table(messages: Any, view: FleetView, clock: Any, where: str) ->
 
     with Live(_render(view, clock.now_ns() / 1e9, where), refresh_per_second=4, transient=False) as live:
         last = 0.0
-        async for message in messages:
-            now = clock.now_ns() / 1e9
-            view.update(message, now)
-            if now - last >= 0.25:  # drawing is the expensive part: at most 4 times a second
-                live.update(_render(view, now, where))
-                last = now
+        try:
+            async for message in messages:
+                now = clock.now_ns() / 1e9
+                view.update(message, now)
+                if now - last >= 0.25:  # drawing is the expensive part: at most 4 times a second
+                    live.update(_render(view, now, where))
+                    last = now
+        finally:  # --duration or Ctrl-C: the last frame shows everything received
+            live.update(_render(view, clock.now_ns() / 1e9, where))
 
 
 def _ms(value: float | None) -> str:
