@@ -7,10 +7,12 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.telemetry.mosquitto import Broker, make_broker
 
 ROOT = Path(__file__).resolve().parent.parent
 PIPELINES = ROOT / "pipelines"
@@ -91,3 +93,11 @@ class OutputLines:
             if line.startswith(prefix):
                 return line
         raise AssertionError(f"no line starting {prefix!r} within {timeout} s; got: {self.seen}")
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Broker]:
+    """A real Mosquitto broker on a free loopback port, anonymous (tests/telemetry/mosquitto.py)."""
+    broker = make_broker(tmp_path / "broker")
+    yield broker
+    broker.kill()

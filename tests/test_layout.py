@@ -24,6 +24,8 @@ LAYERS: dict[str, int] = {
     "agent.config": 0,
     "agent.metrics": 0,
     "agent.stages": 1,
+    # Published to by the server (marks) and the clients (turns): below both.
+    "agent.telemetry": 1,
     "agent.server": 2,
     "agent.client": 2,
     "agent.jobs": 3,

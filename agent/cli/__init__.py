@@ -19,6 +19,7 @@ from agent import __version__
 from agent.cli.audio_devices import add_devices_command, add_virtual_mic_command
 from agent.cli.demo import add_demo_command
 from agent.cli.exit_codes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED
+from agent.cli.fleet import add_record_command, add_watch_command
 from agent.cli.profiles import add_profiles_command
 from agent.cli.regress import add_baseline_command, add_regress_command
 from agent.cli.replay import add_replay_command
@@ -50,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_devices_command(commands)
     add_virtual_mic_command(commands)
     add_demo_command(commands)
+    add_watch_command(commands)
+    add_record_command(commands)
     return parser
 
 

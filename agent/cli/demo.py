@@ -8,6 +8,7 @@ from pathlib import Path
 
 from agent.cli.arguments import Subcommands, check_run_folders, finite_float, positive_int
 from agent.cli.exit_codes import EXIT_OK
+from agent.cli.mqtt_options import add_mqtt_options, telemetry_from_args
 from agent.errors import ConfigError
 from agent.stages.pipeline_names import DEFAULT_PIPELINE, resolve_pipeline
 
@@ -60,6 +61,7 @@ def add_demo_command(commands: Subcommands) -> None:
     )
     dm.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run folders go")
     dm.add_argument("--out", type=Path, default=None, help="exact run folder to write")
+    add_mqtt_options(dm)
     dm.set_defaults(func=_cmd_demo)
 
 
@@ -83,17 +85,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         echo_tail_ms=args.echo_tail_ms,
         vad=args.client_vad,
     )
-    settings = DemoSettings(
-        pipeline=pipeline,
-        url=args.url,
-        input_device=args.input_device,
-        output_device=args.output_device,
-        options=options,
-        hud=not args.no_hud,
-        run_dir=args.out,
-        runs_root=args.runs_dir,
-    )
-    result = run_demo(settings)
+    with telemetry_from_args(args) as telemetry:
+        settings = DemoSettings(
+            pipeline=pipeline,
+            url=args.url,
+            input_device=args.input_device,
+            output_device=args.output_device,
+            options=options,
+            hud=not args.no_hud,
+            run_dir=args.out,
+            runs_root=args.runs_dir,
+            telemetry=telemetry,
+        )
+        result = run_demo(settings)
     print(format_summary(result.summary))
     print(f"results: {result.run_dir}")
     return EXIT_OK

@@ -8,6 +8,8 @@ from typing import Any
 
 from agent.cli.arguments import Subcommands, check_run_folders
 from agent.cli.exit_codes import EXIT_FAILED, EXIT_OK
+from agent.cli.mqtt_options import add_mqtt_options, broker_from_args, telemetry_from_args
+from agent.errors import ConfigError
 from agent.stages.pipeline_names import DEFAULT_PIPELINE, VIRTUAL_DEFAULT_PIPELINE, resolve_pipeline
 
 __all__ = ["add_replay_command"]
@@ -40,6 +42,13 @@ def add_replay_command(commands: Subcommands) -> None:
     )
     rp.add_argument("--out", type=Path, default=None, help="exact run folder to write (overrides --runs-dir)")
     rp.add_argument("--quiet", action="store_true", help="print only the run folder and the summary")
+    add_mqtt_options(rp)
+    rp.add_argument(
+        "--wait-start",
+        action="store_true",
+        help="with --mqtt: wait for the start signal of `vlt watch --start` before connecting, "
+        "so load generators on several machines begin together",
+    )
     rp.set_defaults(func=_cmd_replay)
 
 
@@ -67,18 +76,33 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(redact(format_turn(record)), flush=True)
 
-    async def main(clock: clocks.Clock) -> Any:
-        return await run_scenario(
-            scenario,
-            clock,
-            pipeline=pipeline,
-            url=args.url,
-            runs_root=args.runs_dir,
-            run_dir=args.out,
-            on_turn=on_turn,
-        )
+    broker = broker_from_args(args)
+    if args.wait_start:
+        if broker is None:
+            raise ConfigError("--wait-start needs --mqtt (the broker the start signal comes through)")
+        from agent.telemetry.subscriber import wait_for_start
 
-    result = clocks.run(main, virtual=args.clock == "virtual")
+        def ready() -> None:
+            print(f"waiting for the start signal on {broker.display} (vlt watch --start)", flush=True)
+
+        start = clocks.run(lambda _clock: wait_for_start(broker, ready))
+        print(f"start signal from {start.get('by', '?')} at {start.get('utc', '?')}", flush=True)
+
+    with telemetry_from_args(args) as telemetry:
+
+        async def main(clock: clocks.Clock) -> Any:
+            return await run_scenario(
+                scenario,
+                clock,
+                pipeline=pipeline,
+                url=args.url,
+                runs_root=args.runs_dir,
+                run_dir=args.out,
+                on_turn=on_turn,
+                telemetry=telemetry,
+            )
+
+        result = clocks.run(main, virtual=args.clock == "virtual")
     if not args.quiet:
         print(LEGEND)
         print()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from agent.cli.arguments import Subcommands, check_port, finite_float
 from agent.cli.exit_codes import EXIT_OK
+from agent.cli.mqtt_options import add_mqtt_options, telemetry_from_args
 from agent.errors import ConfigError
 from agent.stages.pipeline_names import DEFAULT_PIPELINE, resolve_pipeline
 
@@ -34,6 +35,7 @@ def _add_agent(servers: Subcommands) -> None:
     ap.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="pipeline TOML (path or name)")
     ap.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     ap.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    add_mqtt_options(ap)
     ap.set_defaults(func=_cmd_serve_agent)
 
 
@@ -45,13 +47,15 @@ def _cmd_serve_agent(args: argparse.Namespace) -> int:
     check_port(args.port)
     pipeline = load_pipeline(resolve_pipeline(args.pipeline))
 
-    async def main(clock: clocks.Clock) -> None:
-        async with AgentServer(pipeline, clock, args.host, args.port) as server:
-            print(f"agent ({pipeline.name}) listening on {server.url}", flush=True)
-            await server.serve_forever()
+    with telemetry_from_args(args) as telemetry:
 
-    with contextlib.suppress(KeyboardInterrupt):
-        clocks.run(main)
+        async def main(clock: clocks.Clock) -> None:
+            async with AgentServer(pipeline, clock, args.host, args.port, telemetry=telemetry) as server:
+                print(f"agent ({pipeline.name}) listening on {server.url}", flush=True)
+                await server.serve_forever()
+
+        with contextlib.suppress(KeyboardInterrupt):
+            clocks.run(main)
     return EXIT_OK
 
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.cli.arguments import Subcommands, check_run_folders, floats, split_list
 from agent.cli.exit_codes import EXIT_OK
+from agent.cli.mqtt_options import add_mqtt_options, telemetry_from_args
 from agent.errors import ConfigError
 from agent.stages.pipeline_names import resolve_pipeline
+
+if TYPE_CHECKING:
+    from agent.telemetry.publisher import Telemetry
 
 __all__ = ["add_report_command", "add_sweep_command"]
 
@@ -47,6 +51,7 @@ def add_sweep_command(commands: Subcommands) -> None:
     sw.add_argument(
         "--out", type=Path, default=None, help="sweep folder (default: runs/<time>-sweep-<pipeline>)"
     )
+    add_mqtt_options(sw)
     sw.set_defaults(func=_cmd_sweep)
 
 
@@ -112,7 +117,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    async def main(clock_: clocks.Clock) -> Any:
+    async def main(clock_: clocks.Clock, telemetry: Telemetry | None) -> Any:
         return await run_sweep(
             pipeline,
             scenarios,
@@ -122,10 +127,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             repeat=args.repeat,
             on_progress=on_progress,
             on_point=on_point,
+            telemetry=telemetry,
         )
 
     try:
-        clocks.run(main, virtual=clock == "virtual")
+        with telemetry_from_args(args) as telemetry:
+            clocks.run(lambda clock_: main(clock_, telemetry), virtual=clock == "virtual")
     finally:
         sys.stderr.write("\n")
         # Plots even for a partial sweep: every finished point is worth a look.

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Coroutine
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from websockets.asyncio.client import ClientConnection
 
@@ -30,6 +30,9 @@ from agent.metrics.clocksync import OffsetEstimate
 from agent.metrics.records import Manifest, ManifestDetails, ManifestExtra, Summary, TurnRecord
 from agent.metrics.results import RunWriter, environment, summarize
 from agent.wire.protocol import Bye, Hello, Message, Ping, Pong, encode
+
+if TYPE_CHECKING:
+    from agent.telemetry.publisher import SessionTelemetry, Telemetry
 
 __all__ = ["ClientRun", "RunClient", "client_run"]
 
@@ -65,7 +68,14 @@ class ClientRun:
     """A connected session and its run folder, from the hellos to the last file."""
 
     def __init__(
-        self, url: str, ws: ClientConnection, hello: Hello, clock: Clock, writer: RunWriter, started_ns: int
+        self,
+        url: str,
+        ws: ClientConnection,
+        hello: Hello,
+        clock: Clock,
+        writer: RunWriter,
+        started_ns: int,
+        telemetry: Telemetry | None = None,
     ) -> None:
         assert hello.sample_rate is not None and hello.frame_ms is not None  # checked by open_session
         self.url = url
@@ -89,6 +99,9 @@ class ClientRun:
         self._tasks: list[asyncio.Task[Any]] = []
         self._pongs: asyncio.Queue[tuple[Pong, int]] = asyncio.Queue()
         self._closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._telemetry = telemetry
+        #: With --mqtt: the run's publisher (manifest, each turn as it is on disk).
+        self.telemetry: SessionTelemetry | None = None
 
     # -- starting ----------------------------------------------------------------
 
@@ -121,6 +134,9 @@ class ClientRun:
             **(manifest_extra or ManifestExtra()),  # type: ignore[typeddict-item]
         }
         self._manifest = manifest
+        if self._telemetry is not None:
+            self.telemetry = self._telemetry.session(kind)
+            self.writer.on_turn = self.telemetry.turn
         # On disk from the start, so a folder whose process was killed outright says "running".
         self.write_manifest()
         self.spawn(self._receive(client))
@@ -163,6 +179,8 @@ class ClientRun:
 
     def write_manifest(self) -> None:
         self.writer.write_json("manifest.json", self.manifest)
+        if self.telemetry is not None:
+            self.telemetry.manifest(self.manifest)
 
     # -- the connection ----------------------------------------------------------
 
@@ -234,7 +252,13 @@ class ClientRun:
         complete = not cut_off and summary.get("completed", True)
         self.manifest["state"] = "complete" if complete else "interrupted"
         self.writer.write_json("summary.json", summary)
-        self.write_manifest()
+        if self.telemetry is not None:
+            self.telemetry.manifest(self.manifest)
+            # What became of the telemetry: the local manifest is the one that says.
+            self.manifest["telemetry"] = await self.telemetry.aclose()
+            self.writer.write_json("manifest.json", self.manifest)
+        else:
+            self.write_manifest()
         client.recorder.write(self.writer.dir / "recording.wav")
         self.writer.close()
 
@@ -247,9 +271,11 @@ async def client_run(
     *,
     sample_rate: int | None = None,
     frame_ms: int | None = None,
+    telemetry: Telemetry | None = None,
 ) -> AsyncIterator[ClientRun]:
     """Connect to the agent at ``url`` (None: the agent's audio format) and
-    write the run into ``run_dir``, however the block ends."""
+    write the run into ``run_dir``, however the block ends; with ``telemetry``,
+    publish the run as it goes (docs/telemetry.md)."""
     started = clock.now_ns()
     ws, hello = await open_session(url, clock, sample_rate, frame_ms)
     try:
@@ -257,7 +283,7 @@ async def client_run(
     except BaseException:
         await ws.close()
         raise
-    run = ClientRun(url, ws, hello, clock, writer, started)
+    run = ClientRun(url, ws, hello, clock, writer, started, telemetry)
     try:
         yield run
     except BaseException:

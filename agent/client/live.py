@@ -68,6 +68,7 @@ from agent.wire.protocol import (
 
 if TYPE_CHECKING:
     from agent.stages.vad_silero import EnergyVAD, SileroVAD
+    from agent.telemetry.publisher import Telemetry
 
 __all__ = ["PASSING_STATUSES", "LiveOptions", "LiveResult", "LiveSession", "live_session", "make_client_vad"]
 
@@ -445,6 +446,7 @@ async def live_session(
     state: HudState | None = None,
     on_change: Callable[[], None] = lambda: None,
     manifest_extra: ManifestExtra | None = None,
+    telemetry: Telemetry | None = None,
 ) -> LiveResult:
     """Talk to the agent at ``url`` until ``options`` say stop, Ctrl-C, or the agent leaves.
 
@@ -453,7 +455,7 @@ async def live_session(
     """
     opts = options or LiveOptions()
     state = state if state is not None else HudState(status="connecting", mode="", agent=url, devices="")
-    async with client_run(url, clock, run_dir) as run:
+    async with client_run(url, clock, run_dir, telemetry=telemetry) as run:
         state.run_dir = str(run.writer.dir)
         mic, speaker = make_audio(run.sample_rate, run.frame_ms)
         session = LiveSession(run, mic, speaker, opts, state, on_change)

@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from websockets.exceptions import ConnectionClosed
@@ -57,6 +57,9 @@ from agent.wire.protocol import (
     Transcript,
     encode,
 )
+
+if TYPE_CHECKING:
+    from agent.telemetry.publisher import Telemetry
 
 __all__ = ["ReplayOptions", "ReplayResult", "replay"]
 
@@ -413,10 +416,14 @@ async def replay(
     options: ReplayOptions | None = None,
     manifest_extra: ManifestExtra | None = None,
     on_turn: Callable[[TurnRecord], None] | None = None,
+    telemetry: Telemetry | None = None,
 ) -> ReplayResult:
-    """Replay ``scenario`` against the agent at ``url``; results go to ``run_dir``."""
+    """Replay ``scenario`` against the agent at ``url``; results go to ``run_dir``
+    (and, with ``telemetry``, to an MQTT broker as they are measured)."""
     opts = options or ReplayOptions()
-    async with client_run(url, clock, run_dir, sample_rate=opts.sample_rate, frame_ms=opts.frame_ms) as run:
+    async with client_run(
+        url, clock, run_dir, sample_rate=opts.sample_rate, frame_ms=opts.frame_ms, telemetry=telemetry
+    ) as run:
         session = _Replay(run, scenario, on_turn)
         run.begin(session, "replay", {"scenario": scenario.as_dict()}, manifest_extra)
         await run.sync_clock(opts.clock_sync_rounds, at="start")

@@ -14,7 +14,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from agent import clock as clocks
 from agent.client.hud import Hud, HudState, LineReporter
@@ -22,6 +22,9 @@ from agent.client.live import LiveOptions, LiveResult, live_session
 from agent.metrics.records import ManifestExtra
 from agent.metrics.results import new_run_dir
 from agent.stages.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from agent.telemetry.publisher import Telemetry
 
 __all__ = ["DemoSettings", "agent_url", "device_line", "mode_line", "run_demo"]
 
@@ -39,6 +42,8 @@ class DemoSettings:
     hud: bool
     run_dir: Path | None
     runs_root: Path
+    #: With --mqtt: publish the session's turns (and the in-process agent's marks).
+    telemetry: Telemetry | None = None
 
 
 def mode_line(barge_in: bool) -> str:
@@ -60,7 +65,9 @@ def device_line(inp: dict[str, Any], out: dict[str, Any]) -> str:
 
 
 @contextlib.asynccontextmanager
-async def agent_url(pipeline: Pipeline | None, url: str | None, clock: clocks.Clock) -> AsyncIterator[str]:
+async def agent_url(
+    pipeline: Pipeline | None, url: str | None, clock: clocks.Clock, telemetry: Telemetry | None = None
+) -> AsyncIterator[str]:
     """The agent to talk to: ``url``, or ``pipeline`` served in-process while the block runs."""
     if url is not None:
         yield url
@@ -68,7 +75,7 @@ async def agent_url(pipeline: Pipeline | None, url: str | None, clock: clocks.Cl
     from agent.server.app import AgentServer
 
     assert pipeline is not None
-    async with AgentServer(pipeline, clock) as server:
+    async with AgentServer(pipeline, clock, telemetry=telemetry) as server:
         yield server.url
 
 
@@ -116,7 +123,7 @@ def run_demo(settings: DemoSettings, out: TextIO = sys.stdout) -> LiveResult:
         extra: ManifestExtra = (
             {"pipeline": settings.pipeline.as_dict()} if settings.pipeline is not None else {}
         )
-        async with agent_url(settings.pipeline, settings.url, clock) as url:
+        async with agent_url(settings.pipeline, settings.url, clock, settings.telemetry) as url:
             return await live_session(
                 url,
                 clock,
@@ -126,6 +133,7 @@ def run_demo(settings: DemoSettings, out: TextIO = sys.stdout) -> LiveResult:
                 state=state,
                 on_change=on_change,
                 manifest_extra=extra,
+                telemetry=settings.telemetry,
             )
 
     if not settings.hud:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.client.replay import ReplayResult, replay
 from agent.clock import Clock
@@ -13,6 +14,9 @@ from agent.metrics.records import ManifestExtra, TurnRecord
 from agent.metrics.results import new_run_dir
 from agent.server.app import AgentServer
 from agent.stages.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from agent.telemetry.publisher import Telemetry
 
 __all__ = ["run_scenario"]
 
@@ -26,8 +30,10 @@ async def run_scenario(
     runs_root: str | Path = "runs",
     run_dir: str | Path | None = None,
     on_turn: Callable[[TurnRecord], None] | None = None,
+    telemetry: Telemetry | None = None,
 ) -> ReplayResult:
-    """Replay ``scenario`` against ``url``, or against ``pipeline`` served in-process."""
+    """Replay ``scenario`` against ``url``, or against ``pipeline`` served in-process;
+    with ``telemetry``, the client publishes its turns and the in-process agent its marks."""
     if (pipeline is None) == (url is None):
         raise ConfigError("give either a pipeline or an agent URL")
     if clock.virtual and url is not None:
@@ -40,7 +46,9 @@ async def run_scenario(
     out = Path(run_dir) if run_dir is not None else new_run_dir(runs_root, scenario.name)
     if pipeline is None:
         assert url is not None
-        return await replay(scenario, url, clock, out, on_turn=on_turn)
+        return await replay(scenario, url, clock, out, on_turn=on_turn, telemetry=telemetry)
     extra: ManifestExtra = {"pipeline": pipeline.as_dict()}
-    async with AgentServer(pipeline, clock) as server:
-        return await replay(scenario, server.url, clock, out, manifest_extra=extra, on_turn=on_turn)
+    async with AgentServer(pipeline, clock, telemetry=telemetry) as server:
+        return await replay(
+            scenario, server.url, clock, out, manifest_extra=extra, on_turn=on_turn, telemetry=telemetry
+        )

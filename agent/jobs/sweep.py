@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.clock import Clock, utc_now
 from agent.config.accelerators import get_profile
@@ -38,6 +38,9 @@ from agent.metrics.results import check_new_run_dir, metric_values
 from agent.metrics.stats import describe
 from agent.metrics.timeline import HOP_NAMES
 from agent.stages.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from agent.telemetry.publisher import Telemetry
 
 __all__ = [
     "CSV_COLUMNS",
@@ -266,6 +269,7 @@ async def run_sweep(
     repeat: int = 1,
     on_progress: Callable[[Progress], None] | None = None,
     on_point: Callable[[dict[str, Any]], None] | None = None,
+    telemetry: Telemetry | None = None,
 ) -> dict[str, Any]:
     """Replay every scenario ``repeat`` times at every point; return the sweep document.
 
@@ -321,7 +325,9 @@ async def run_sweep(
                 for scenario in scenarios:
                     progress(point.key)
                     run_dir = out / "points" / point.key / f"rep{rep}-{_safe(scenario.name)}"
-                    result = await run_scenario(scenario, clock, pipeline=point_pipeline, run_dir=run_dir)
+                    result = await run_scenario(
+                        scenario, clock, pipeline=point_pipeline, run_dir=run_dir, telemetry=telemetry
+                    )
                     records.extend(result.records)
                     run_dirs.append(str(run_dir.relative_to(out)))
                     runs_done += 1

@@ -37,9 +37,12 @@ __all__ = [
     "Marks",
     "MetricStats",
     "PlayoutCounters",
+    "RecordSource",
     "Summary",
+    "TelemetryCounts",
     "TurnPlayout",
     "TurnRecord",
+    "TurnSource",
     "TurnStats",
     "WerSummary",
 ]
@@ -162,6 +165,13 @@ class TurnPlayout(TypedDict):
     """Underruns of the whole session up to this turn's end."""
 
 
+class TurnSource(TypedDict):
+    """Where a recorded turn came from (its MQTT topic's host and session)."""
+
+    host: str
+    session: str
+
+
 class TurnRecord(TypedDict):
     """One line of ``turns.jsonl``, written (and fsynced) when the turn ends."""
 
@@ -197,6 +207,8 @@ class TurnRecord(TypedDict):
     expectations: list[Expectation]
     passed: bool
     """The status counts as answered and every expectation held."""
+    source: NotRequired[TurnSource]
+    """``vlt record`` only: the session the turn came from."""
 
 
 # -- summary -----------------------------------------------------------------------
@@ -315,6 +327,33 @@ class PlayoutCounters(TypedDict):
     """Microphone frames replaced by silence while the agent was audible (half-duplex)."""
 
 
+class TelemetryCounts(TypedDict):
+    """With ``--mqtt``: what became of the run's telemetry messages (agent.telemetry)."""
+
+    broker: str
+    """The broker URL, without the password."""
+    topic: str
+    """``<prefix>/<host>/<session>``: where the run's messages went."""
+    sent: int
+    """Accepted by the broker (QoS 1: acknowledged)."""
+    dropped: int
+    """Lost: the queue was full (broker away or slow), or the run ended before they could go."""
+    pending: int
+    """Still queued when the counts were taken (0 once the session is closed)."""
+
+
+class RecordSource(TypedDict):
+    """``vlt record``: a session whose turns the folder holds."""
+
+    host: str
+    session: str
+    manifest: dict[str, Any] | None
+    """The session's manifest as last published (None if none arrived)."""
+    turns: int
+    status: str
+    """The session's last status: online, offline, or unknown."""
+
+
 class ManifestDetails(TypedDict, total=False):
     """What a client puts after the audio format: the replay its scenario, the live client its options."""
 
@@ -331,7 +370,8 @@ class ManifestExtra(TypedDict, total=False):
 class Manifest(TypedDict):
     """``manifest.json``: written when the run starts, rewritten when it ends."""
 
-    kind: Literal["replay", "demo"]
+    kind: Literal["replay", "demo", "record"]
+    """``record``: turns collected from a fleet by ``vlt record`` (see ``sources``)."""
     state: Literal["running", "complete", "interrupted"]
     """``running`` from the first write until the run ends (a folder left so was
     killed outright); then ``complete``, or ``interrupted`` when a signal, an
@@ -358,3 +398,7 @@ class Manifest(TypedDict):
     """At the end."""
     closed: NotRequired[str | None]
     """Live only, at the end: why the agent closed the session; None if the client ended it."""
+    telemetry: NotRequired[TelemetryCounts]
+    """With ``--mqtt``, at the end (docs/telemetry.md)."""
+    sources: NotRequired[list[RecordSource]]
+    """``vlt record`` only: the sessions collected."""

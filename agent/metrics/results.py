@@ -25,7 +25,7 @@ import os
 import platform
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -146,6 +146,8 @@ class RunWriter:
         except OSError as exc:
             raise ConfigError(f"cannot write the run folder ({exc.strerror})", path=self.dir) from None
         self.turns_path = self.dir / "turns.jsonl"
+        #: Called with each record once it is on disk (live telemetry: agent.telemetry).
+        self.on_turn: Callable[[TurnRecord], None] | None = None
 
     def write_json(self, name: str, data: Mapping[str, Any]) -> None:
         tmp = self.dir / f".{name}.tmp"
@@ -153,9 +155,12 @@ class RunWriter:
         os.replace(tmp, self.dir / name)
 
     def append_turn(self, record: TurnRecord) -> None:
-        self._turns.write(json.dumps(redact_value(record), default=str) + "\n")
+        clean = redact_value(record)  # what leaves the process never holds a key
+        self._turns.write(json.dumps(clean, default=str) + "\n")
         self._turns.flush()
         os.fsync(self._turns.fileno())
+        if self.on_turn is not None:
+            self.on_turn(clean)
 
     def close(self) -> None:
         self._turns.close()

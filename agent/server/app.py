@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from typing import TYPE_CHECKING
 
 from websockets.asyncio.server import ServerConnection
 
@@ -11,6 +12,9 @@ from agent.clock import Clock
 from agent.server.listener import MAX_MESSAGE_BYTES, WebsocketListener
 from agent.server.session import AgentSession
 from agent.stages.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from agent.telemetry.publisher import Telemetry
 
 __all__ = ["MAX_MESSAGE_BYTES", "AgentServer"]
 
@@ -20,13 +24,23 @@ log = logging.getLogger("vlt.server")
 class AgentServer(WebsocketListener):
     """``async with AgentServer(pipeline, clock) as server: ... server.url``."""
 
-    def __init__(self, pipeline: Pipeline, clock: Clock, host: str = "127.0.0.1", port: int = 0):
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        clock: Clock,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        telemetry: Telemetry | None = None,
+    ):
         super().__init__(self._session, host, port, description=f"agent server ({pipeline.name})")
         self.pipeline = pipeline
         self.clock = clock
+        #: With --mqtt: each session publishes its marks as they are stamped.
+        self.telemetry = telemetry
         self._ids = itertools.count(1)
 
     async def _session(self, ws: ServerConnection) -> None:
         session_id = f"s{next(self._ids)}"
         log.info("session %s from %s", session_id, ws.remote_address)
-        await AgentSession(ws, self.pipeline, self.clock, session_id).run()
+        await AgentSession(ws, self.pipeline, self.clock, session_id, self.telemetry).run()

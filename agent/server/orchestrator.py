@@ -37,14 +37,32 @@ SendMessage = Callable[[Message], Awaitable[None]]
 class TurnMarks:
     """A turn's server-side marks; each name keeps its first stamp."""
 
-    def __init__(self, clock: Clock, turn: int, initial: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        turn: int,
+        initial: dict[str, int] | None = None,
+        on_stamp: Callable[[int, str, int], None] | None = None,
+    ) -> None:
         self._clock = clock
         self.turn = turn
         self.marks: dict[str, int] = dict(initial or {})
+        #: Told (turn, name, t_ns) of every mark as it is stamped (live telemetry).
+        self._on_stamp = on_stamp
+        if on_stamp is not None:
+            for name, t_ns in self.marks.items():
+                on_stamp(turn, name, t_ns)
 
     def stamp(self, name: str) -> None:
         if name not in self.marks:
-            self.marks[name] = self._clock.now_ns()
+            self.stamp_at(name, self._clock.now_ns())
+
+    def stamp_at(self, name: str, t_ns: int) -> None:
+        """Stamp ``name`` at ``t_ns``, a time read already (unless it is stamped)."""
+        if name not in self.marks:
+            self.marks[name] = t_ns
+            if self._on_stamp is not None:
+                self._on_stamp(self.turn, name, t_ns)
 
     def now_ns(self) -> int:
         """The clock's time, for per-chunk arrivals too many to be named marks."""
@@ -267,7 +285,7 @@ async def _play(
     def audio_sent(t_ns: int) -> None:
         # Stamped per frame, not after write() returns: a barge-in that cancels
         # the first write must not lose the mark of audio that did go out.
-        marks.marks.setdefault("server.first_audio_sent", t_ns)
+        marks.stamp_at("server.first_audio_sent", t_ns)
 
     announced = False
     while (clip := await clips.get()) is not None:

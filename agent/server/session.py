@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -49,6 +49,9 @@ from agent.wire.protocol import (
     encode,
 )
 
+if TYPE_CHECKING:
+    from agent.telemetry.publisher import SessionTelemetry, Telemetry
+
 __all__ = ["HANDSHAKE_TIMEOUT_S", "AgentSession"]
 
 log = logging.getLogger("vlt.server")
@@ -64,7 +67,14 @@ _CLOSE_FOR_CODE = {
 
 
 class AgentSession:
-    def __init__(self, ws: ServerConnection, pipeline: Pipeline, clock: Clock, session_id: str):
+    def __init__(
+        self,
+        ws: ServerConnection,
+        pipeline: Pipeline,
+        clock: Clock,
+        session_id: str,
+        telemetry: Telemetry | None = None,
+    ):
         self.ws = ws
         self.pipeline = pipeline
         self.clock = clock
@@ -77,6 +87,12 @@ class AgentSession:
         self._stages: dict[str, Any] = {}
         self._audio: AudioOut | None = None
         self._resample: PhraseResampler | None = None
+        self._telemetry: SessionTelemetry | None = None
+        if telemetry is not None:
+            self._telemetry = telemetry.session("agent")
+            self._telemetry.manifest(
+                {"agent_session": session_id, "pipeline": pipeline.name, "description": pipeline.description}
+            )
 
     async def run(self) -> None:
         try:
@@ -96,6 +112,8 @@ class AgentSession:
         finally:
             await self._stop_response("session closed")
             await self._close_stages()
+            if self._telemetry is not None:
+                await self._telemetry.aclose()
 
     async def _close_stages(self) -> None:
         # Optional hook: a stage holding a resource (the openai LLM's HTTP client)
@@ -214,7 +232,8 @@ class AgentSession:
                 await self._stop_response(stop.reason)
             return
         turn = self._book.end_of_turn(event.sample, now)
-        marks = TurnMarks(self.clock, turn.turn, turn.marks)
+        on_stamp = self._telemetry.mark if self._telemetry is not None else None
+        marks = TurnMarks(self.clock, turn.turn, turn.marks, on_stamp)
         await self._stop_response(turn.stop_reason)
         self._book.reply_started(turn.turn)
         self._response = asyncio.create_task(self._run_turn(turn, marks))
