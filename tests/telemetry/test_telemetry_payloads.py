@@ -168,3 +168,13 @@ def test_a_session_seen_only_through_its_retained_summary_shows_the_summary() ->
     view.update(Incoming("vlt/a/s/summary", "a", "s", "summary", summary, retained=True), now_s=0)
     (row,) = view.rows()
     assert row.figures() == (12, 2, 640.0) and row.p("p95") == 800.0 and row.kind == "replay"
+
+
+def test_encode_masks_keys_a_backend_echoed() -> None:
+    # A key echoed into a turn's server timings must not leave the process over MQTT
+    # either: encode() is the one door every payload goes through.
+    key = "sk-telemetry-test-0123456789abcdef"
+    payload = {"turn": {"llm": {"server_timing": {"echo": key, f"x-{key}": 1}}, "reason": f"401 {key}"}}
+    wire = encode(payload).decode()
+    assert key not in wire and key[:12] not in wire
+    assert json.loads(wire)["turn"]["reason"].startswith("401 ")
