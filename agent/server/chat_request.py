@@ -127,15 +127,9 @@ def decode_body(raw: bytes, max_depth: int) -> Any:
     try:
         body = loads_limited(raw, max_depth)
     except JSONDepthError as exc:
-        raise APIError(
-            400, f"We could not parse the JSON body of your request: {exc}.", code="json_too_deep"
-        ) from None
+        raise APIError(400, f"Invalid JSON body: {exc}", code="json_too_deep") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise APIError(
-            400,
-            f"We could not parse the JSON body of your request: {clip(str(exc), 200)}.",
-            code="invalid_json",
-        ) from None
+        raise APIError(400, f"Invalid JSON body: {clip(str(exc), 200)}") from None
     if (found := find_lone_surrogate(body)) is not None:
         param, what = found
         raise APIError(

@@ -341,6 +341,7 @@ class AgentSession:
                 resample=self._resample,
                 send=self.send,
                 transcript_prefix=decision.prefix if isinstance(decision, ContinueTurn) else "",
+                limits=self.pipeline.limits,
             )
         except asyncio.CancelledError:
             self._book.heard(turn, result.transcript)
