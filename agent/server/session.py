@@ -272,7 +272,8 @@ class AgentSession:
                 f"at most {limits.max_script_chars:,}",
             )
         self._book.script(script)
-        self._book.scripts.prune(self._sample - round(limits.script_retention_s * self._rate))
+        # No VAD event can fall before sample 0 either: scripts shadowed there go too.
+        self._book.scripts.prune(max(0, self._sample - round(limits.script_retention_s * self._rate)))
         if len(self._book.scripts) > limits.max_scripts:
             raise ProtocolError(
                 "too_many_scripts",
