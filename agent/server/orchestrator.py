@@ -103,6 +103,7 @@ async def guarded(
     """``stream``'s items, failing with :class:`BackendError` naming ``hop`` when
     no item that ``counts`` comes for ``gap_ms`` (from the start, then from the
     last one), or the stream has not ended ``total_ms`` after the start.
+    ``detail()`` adds what is known when nothing came at all.
 
     Items that do not count (keep-alives, empty chunks) pass but do not hold
     the deadline off: that is how a server sending only comments is caught.
@@ -123,13 +124,13 @@ async def guarded(
             except TimeoutError:
                 if not timer.expired():
                     raise  # the stage's own TimeoutError, not our deadline
-                more = f"; {extra}" if (extra := detail()) else ""
                 if total_end is not None and end == total_end:
-                    reason = f"not finished within {total_ms:g} ms (after {n} {what} chunks{more})"
+                    reason = f"not finished within {total_ms:g} ms (after {n} {what} chunks)"
                 elif n == 0:
+                    extra = detail()
                     reason = f"no {what} within {gap_ms:g} ms{f' ({extra})' if extra else ''}"
                 else:
-                    reason = f"no {what} for {gap_ms:g} ms after {n} {what} chunks{more}"
+                    reason = f"no {what} for {gap_ms:g} ms after {n} {what} chunks"
                 raise BackendError(hop, reason) from None
             if counts(item):
                 n += 1
