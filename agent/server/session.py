@@ -58,6 +58,7 @@ log = logging.getLogger("vlt.server")
 
 HANDSHAKE_TIMEOUT_S = ServerLimits().handshake_timeout_s
 _FRAME_MS_CHOICES = (10, 20, 30, 40, 60)
+_ERROR_CLOSE_TIMEOUT_S = 1.0
 _CLOSE_FOR_CODE = {
     "unsupported_version": CLOSE_UNSUPPORTED_VERSION,
     "unsupported_format": CLOSE_UNSUPPORTED_DATA,
@@ -100,6 +101,9 @@ class AgentSession:
         try:
             await self._serve()
         except ProtocolError as exc:
+            # A client that broke a rule may not read our close frame either (a flood
+            # fills its socket): its slot is freed within a second, not websockets' 10.
+            self.ws.close_timeout = _ERROR_CLOSE_TIMEOUT_S
             log.info(
                 "session %s: protocol error: %s",
                 self.session_id,
