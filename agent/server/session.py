@@ -59,6 +59,8 @@ log = logging.getLogger("vlt.server")
 HANDSHAKE_TIMEOUT_S = ServerLimits().handshake_timeout_s
 _FRAME_MS_CHOICES = (10, 20, 30, 40, 60)
 _ERROR_CLOSE_TIMEOUT_S = 1.0
+#: Client ``error`` messages logged per session: a flood of them must not flood the log.
+_CLIENT_ERRORS_LOGGED = 10
 _CLOSE_FOR_CODE = {
     "unsupported_version": CLOSE_UNSUPPORTED_VERSION,
     "unsupported_format": CLOSE_UNSUPPORTED_DATA,
@@ -88,6 +90,7 @@ class AgentSession:
         self.limits = limits or ServerLimits()
         self._book = TurnBook()
         self._first_audio_ns: int | None = None  # when the first upstream frame arrived
+        self._client_errors = 0  # error messages the client sent
         self._response: asyncio.Task[None] | None = None
         self._interrupt_reason = ""
         self._sample = 0  # upstream samples received so far
@@ -256,13 +259,17 @@ class AgentSession:
         elif isinstance(message, Bye):
             await self.ws.close()
         elif isinstance(message, Error):
-            n = self.limits.max_logged_chars
-            log.warning(
-                "session %s: client reported %s: %s",
-                self.session_id,
-                clip(message.code, 60),
-                clip(message.message, n),
-            )
+            self._client_errors += 1
+            if self._client_errors <= _CLIENT_ERRORS_LOGGED:
+                log.warning(
+                    "session %s: client reported %s: %s%s",
+                    self.session_id,
+                    clip(message.code, 60),
+                    clip(message.message, self.limits.max_logged_chars),
+                    "; further client errors of this session are not logged"
+                    if self._client_errors == _CLIENT_ERRORS_LOGGED
+                    else "",
+                )
         else:
             raise ProtocolError("unexpected_message", f"a client may not send {message.TYPE}")
 
