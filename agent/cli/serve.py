@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.cli.arguments import Subcommands, check_port, finite_float
 from agent.cli.exit_codes import EXIT_OK
 from agent.cli.mqtt_options import add_mqtt_options, telemetry_from_args
 from agent.errors import ConfigError
 from agent.stages.pipeline_names import DEFAULT_PIPELINE, resolve_pipeline
+
+if TYPE_CHECKING:
+    from agent.server.limits import ServerLimits
 
 __all__ = ["add_serve_commands"]
 
@@ -35,8 +39,46 @@ def _add_agent(servers: Subcommands) -> None:
     ap.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="pipeline TOML (path or name)")
     ap.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     ap.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    _add_limits(ap)
     add_mqtt_options(ap)
     ap.set_defaults(func=_cmd_serve_agent)
+
+
+# Each ServerLimits field as an option (docs/protocol.md, "Limits"): (flag, type, help).
+_LIMIT_OPTIONS = (
+    ("max_sessions", int, "sessions served at once; more are refused with server_busy"),
+    ("handshake_timeout_s", float, "seconds from connecting to the client's hello"),
+    ("idle_timeout_s", float, "seconds without any frame after hello before the session ends"),
+    ("max_scripts", int, "script messages held at once per session"),
+    ("script_retention_s", float, "seconds of audio behind which old scripts are dropped"),
+    ("max_script_chars", int, "characters of text + reply in one script"),
+    ("max_audio_ahead_s", float, "seconds upstream audio may run ahead of real time (pending audio)"),
+    ("max_logged_chars", int, "characters of a client's error/interrupt text logged or echoed"),
+    ("max_json_depth", int, "deepest array/object nesting in a text frame"),
+)
+
+
+def _add_limits(ap: argparse.ArgumentParser) -> None:
+    from agent.server.limits import ServerLimits  # a dataclass only: no server imports
+
+    defaults = ServerLimits()
+    group = ap.add_argument_group("limits per client (docs/protocol.md)")
+    for name, kind, text in _LIMIT_OPTIONS:
+        flag = "--" + name.replace("_", "-")
+        group.add_argument(
+            flag, type=kind, dest=f"limit_{name}", help=f"{text} (default {getattr(defaults, name):g})"
+        )
+
+
+def _limits(args: argparse.Namespace) -> ServerLimits:
+    from agent.server.limits import ServerLimits
+
+    given = {name: getattr(args, f"limit_{name}") for name, _, _ in _LIMIT_OPTIONS}
+    try:
+        return ServerLimits(**{k: v for k, v in given.items() if v is not None})
+    except ConfigError as exc:
+        flag = "--" + (exc.field or "").replace("_", "-")
+        raise ConfigError(f"{flag}: {exc.reason}") from None
 
 
 def _cmd_serve_agent(args: argparse.Namespace) -> int:
@@ -45,12 +87,15 @@ def _cmd_serve_agent(args: argparse.Namespace) -> int:
     from agent.stages.pipeline import load_pipeline
 
     check_port(args.port)
+    limits = _limits(args)
     pipeline = load_pipeline(resolve_pipeline(args.pipeline))
 
     with telemetry_from_args(args) as telemetry:
 
         async def main(clock: clocks.Clock) -> None:
-            async with AgentServer(pipeline, clock, args.host, args.port, telemetry=telemetry) as server:
+            async with AgentServer(
+                pipeline, clock, args.host, args.port, limits=limits, telemetry=telemetry
+            ) as server:
                 print(f"agent ({pipeline.name}) listening on {server.url}", flush=True)
                 await server.serve_forever()
 

@@ -114,6 +114,8 @@ class LlmStats(TypedDict, total=False):
     """First → last content chunk over (output tokens - 1); None with fewer than two tokens."""
     vad_splits: int
     """Times the agent's VAD ended this turn early and it restarted (a continuation)."""
+    truncated: str
+    """Only when a limit cut the reply short: ``max_reply_chars`` (the pipeline's ``[limits]``)."""
 
 
 class AsrStats(TypedDict, total=False):

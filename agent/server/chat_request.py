@@ -15,8 +15,9 @@ from typing import Any
 from aiohttp import web
 
 from agent.stages.llm import estimate_tokens
+from agent.wire.json_guard import JSONDepthError, clip, find_lone_surrogate, loads_limited
 
-__all__ = ["APIError", "ChatRequest", "parse_chat_request"]
+__all__ = ["APIError", "ChatRequest", "decode_body", "parse_chat_request"]
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
@@ -113,6 +114,32 @@ def _optional_int(body: Mapping[str, Any], key: str, minimum: int) -> int | None
             code="integer_below_min_value",
         )
     return value
+
+
+def decode_body(raw: bytes, max_depth: int) -> Any:
+    """A request body → its JSON, or :class:`APIError` 400 in OpenAI's shape.
+
+    Nesting is checked before parsing (``json.loads`` would recurse into a
+    ``RecursionError`` and a plain-text 500); a string with a lone UTF-16
+    surrogate (``"\\ud800"``) is refused by its ``param``, since no reply or
+    token count could be made from it.
+    """
+    try:
+        body = loads_limited(raw, max_depth)
+    except JSONDepthError as exc:
+        raise APIError(400, f"Invalid JSON body: {exc}", code="json_too_deep") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise APIError(400, f"Invalid JSON body: {clip(str(exc), 200)}") from None
+    if (found := find_lone_surrogate(body)) is not None:
+        param, what = found
+        raise APIError(
+            400,
+            f"Invalid value for '{param or 'body'}': lone UTF-16 surrogate {what}; "
+            "text must be valid Unicode.",
+            param=param or None,
+            code="invalid_value",
+        )
+    return body
 
 
 def parse_chat_request(body: Any) -> ChatRequest:

@@ -37,7 +37,7 @@ from agent.clock import Clock, Pacer, utc_now
 from agent.config.accelerator_timing import TokenTimer, stream_tokens_per_s, ttft_parts
 from agent.config.accelerators import AcceleratorProfile, get_profile
 from agent.errors import ConfigError
-from agent.server.chat_request import APIError, ChatRequest, parse_chat_request
+from agent.server.chat_request import APIError, ChatRequest, decode_body, parse_chat_request
 from agent.server.http_site import start_site
 from agent.server.llm_text_sources import ScriptedTextSource, TextRequest, TextSource
 
@@ -134,6 +134,7 @@ class LLMEmulatorServer:
         seed: int = 0,
         faults: Faults | None = None,
         access_log: bool = False,
+        max_json_depth: int = 64,
     ) -> None:
         if tokens_per_chunk < 1:
             raise ConfigError(f"must be >= 1, got {tokens_per_chunk}", field="tokens_per_chunk")
@@ -150,6 +151,8 @@ class LLMEmulatorServer:
         self._created = int(utc_now().timestamp())
         self._ids = itertools.count(1)
         self._access_log = access_log
+        #: Deepest JSON nesting a request body may have (checked before parsing): 400 beyond.
+        self.max_json_depth = max_json_depth
         self.app = web.Application(middlewares=[self._errors])
         self.app.router.add_post("/v1/chat/completions", self._chat)
         self.app.router.add_get("/v1/models", self._models)
@@ -250,11 +253,7 @@ class LLMEmulatorServer:
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         arrival_ns = self.clock.now_ns()
-        try:
-            body = json.loads(await request.read())
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise APIError(400, f"Invalid JSON body: {exc}") from None
-        chat = parse_chat_request(body)
+        chat = parse_chat_request(decode_body(await request.read(), self.max_json_depth))
         faults = self.faults
         if faults.status is not None:
             headers = dict(faults.extra_headers)

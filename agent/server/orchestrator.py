@@ -7,6 +7,11 @@ code, so a new backend cannot forget or skew its metrics.
 The LLM and TTS run concurrently: phrases go into a queue as soon as the
 chunker releases them, and TTS audio is streamed out while the LLM is still
 generating.
+
+Every hop has a deadline (the pipeline's ``[limits]``, :class:`TurnLimits`): a
+hop that hangs fails the turn with a reason naming it (``llm: no content
+within 10000 ms``) while the marks stamped so far still go to the client; a
+reply longer than ``max_reply_chars`` is cut there.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -26,9 +31,10 @@ from agent.server.audio_out import AudioOut
 from agent.stages.chunker import ChunkerConfig, PhraseChunker
 from agent.stages.interfaces import ASR, LLM, TTS, ASRStats, LLMDelta, LLMRequest
 from agent.stages.llm import estimate_tokens
+from agent.stages.turn_limits import TurnLimits
 from agent.wire.protocol import AgentText, Message, Script, Transcript
 
-__all__ = ["Conversation", "TurnMarks", "TurnResult", "respond", "stamped"]
+__all__ = ["Conversation", "TurnMarks", "TurnResult", "guarded", "respond", "stamped"]
 
 T = TypeVar("T")
 SendMessage = Callable[[Message], Awaitable[None]]
@@ -68,6 +74,10 @@ class TurnMarks:
         """The clock's time, for per-chunk arrivals too many to be named marks."""
         return self._clock.now_ns()
 
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
 
 async def stamped(
     stream: AsyncIterator[T],
@@ -75,15 +85,77 @@ async def stamped(
     first: str,
     last: str | None = None,
     counts: Callable[[T], bool] = lambda _: True,
-) -> AsyncIterator[T]:
+) -> AsyncGenerator[T, None]:
     """Yield ``stream``'s items, stamping ``first`` at the first item that
     ``counts`` and ``last`` when the stream is exhausted."""
-    async for item in stream:
-        if counts(item):
-            marks.stamp(first)
-        yield item
+    try:
+        async for item in stream:
+            if counts(item):
+                marks.stamp(first)
+            yield item
+    finally:
+        # Closed with us (a reply cut at its cap), not whenever the GC gets to it:
+        # a backend's stream holds a connection.
+        await _aclose(stream)
     if last is not None:
         marks.stamp(last)
+
+
+async def _aclose(stream: AsyncIterator[Any]) -> None:
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        await close()
+
+
+async def guarded(
+    stream: AsyncIterator[T],
+    clock: Clock,
+    *,
+    hop: str,
+    gap_ms: float,
+    total_ms: float | None = None,
+    counts: Callable[[T], bool] = lambda _: True,
+    what: str = "output",
+    detail: Callable[[], str] = lambda: "",
+) -> AsyncGenerator[T, None]:
+    """``stream``'s items, failing with :class:`BackendError` naming ``hop`` when
+    no item that ``counts`` comes for ``gap_ms`` (from the start, then from the
+    last one), or the stream has not ended ``total_ms`` after the start.
+    ``detail()`` adds what is known when nothing came at all.
+
+    Items that do not count (keep-alives, empty chunks) pass but do not hold
+    the deadline off: that is how a server sending only comments is caught.
+    """
+    start = clock.now_ns()
+    gap_ns = round(gap_ms * 1e6)
+    total_end = None if total_ms is None else start + round(total_ms * 1e6)
+    last, n = start, 0
+    items = aiter(stream)
+    try:
+        while True:
+            end = last + gap_ns if total_end is None else min(last + gap_ns, total_end)
+            try:
+                async with asyncio.timeout(max(0, end - clock.now_ns()) / 1e9) as timer:
+                    item = await anext(items)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                if not timer.expired():
+                    raise  # the stage's own TimeoutError, not our deadline
+                if total_end is not None and end == total_end:
+                    reason = f"not finished within {total_ms:g} ms (after {n} {what} chunks)"
+                elif n == 0:
+                    extra = detail()
+                    reason = f"no {what} within {gap_ms:g} ms{f' ({extra})' if extra else ''}"
+                else:
+                    reason = f"no {what} for {gap_ms:g} ms after {n} {what} chunks"
+                raise BackendError(hop, reason) from None
+            if counts(item):
+                n += 1
+                last = clock.now_ns()
+            yield item
+    finally:
+        await _aclose(items)
 
 
 @dataclass
@@ -120,6 +192,8 @@ class TurnResult:
     chunk_ns: list[int] = field(default_factory=list)
     #: What a streaming ASR reports about its finalize (``last_stats``), if it does.
     asr_stats: dict[str, Any] | None = None
+    #: Which limit cut the reply short (``"max_reply_chars"``), if one did.
+    truncated: str | None = None
 
     @property
     def reply(self) -> str:
@@ -148,6 +222,8 @@ class TurnResult:
         out["tpot_ms"] = span / 1e6 / (tokens - 1) if len(self.chunk_ns) > 1 and tokens > 1 else None
         if self.asr_stats is not None:
             out["asr"] = dict(self.asr_stats)
+        if self.truncated is not None:
+            out["truncated"] = self.truncated
         return out
 
 
@@ -171,13 +247,22 @@ async def respond(
     resample: PhraseResampler | None,
     send: SendMessage,
     transcript_prefix: str = "",
+    limits: TurnLimits | None = None,
 ) -> None:
-    """Run one turn's response; raises :class:`BackendError` if a stage fails.
+    """Run one turn's response; raises :class:`BackendError` if a stage fails or a
+    hop misses its deadline (``limits``).
 
     ``transcript_prefix``: what the user said before a pause the VAD took for the
     end of this turn (a continuation, see the session); it leads the transcript.
     """
-    result.transcript = await asr.finalize(end_sample, hint)
+    limits = limits or TurnLimits()
+    try:
+        async with asyncio.timeout(limits.asr_final_ms / 1000) as timer:
+            result.transcript = await asr.finalize(end_sample, hint)
+    except TimeoutError:
+        if not timer.expired():
+            raise
+        raise BackendError("asr", f"no final transcript within {limits.asr_final_ms:g} ms") from None
     marks.stamp("asr.final")
     # Optional, read right after finalize: a streaming ASR's partials and speculation.
     result.asr_stats = asr.last_stats if isinstance(asr, ASRStats) else None
@@ -191,23 +276,52 @@ async def respond(
         scripted_reply=hint.reply if hint is not None else None,
     )
     phrases: asyncio.Queue[str | None] = asyncio.Queue()
-    speaker = asyncio.create_task(_speak(turn, phrases, marks, result, tts, audio, resample, send))
+    speaker = asyncio.create_task(
+        _speak(turn, phrases, marks, result, tts, audio, resample, send, limits.tts_audio_ms)
+    )
     try:
         chunker = PhraseChunker(chunker_config)
         marks.stamp("llm.request")
+
+        def opened() -> str:
+            return "the stream opened, no text yet" if "llm.first_chunk" in marks.marks else "no response yet"
+
+        raw = guarded(
+            llm.stream(request),
+            marks.clock,
+            hop="llm",
+            gap_ms=limits.llm_content_ms,
+            total_ms=limits.llm_reply_ms,
+            counts=_has_text,
+            what="content",
+            detail=opened,
+        )
         # llm.first_chunk: any chunk, even the role-only one (vLLM's TTFT); llm.first_token: text.
-        chunks = stamped(llm.stream(request), marks, "llm.first_chunk")
+        chunks = stamped(raw, marks, "llm.first_chunk")
         stream = stamped(chunks, marks, "llm.first_token", "llm.done", _has_text)
-        async for delta in stream:
-            if delta.usage is not None:
-                result.usage = delta.usage
-            if delta.server_timing is not None:
-                result.server_timing = delta.server_timing
-            if delta.text:
-                result.token_chunks += 1
-                result.chunk_ns.append(marks.now_ns())
-                for phrase in chunker.push(delta.text):
-                    _release(phrase, marks, result, phrases)
+        room = limits.max_reply_chars
+        try:
+            async for delta in stream:
+                if delta.usage is not None:
+                    result.usage = delta.usage
+                if delta.server_timing is not None:
+                    result.server_timing = delta.server_timing
+                if not delta.text:
+                    continue
+                text = delta.text[:room]
+                room -= len(text)
+                if text:
+                    result.token_chunks += 1
+                    result.chunk_ns.append(marks.now_ns())
+                    for phrase in chunker.push(text):
+                        _release(phrase, marks, result, phrases)
+                if len(text) < len(delta.text):
+                    # The backend went past max_tokens (or has none): the reply ends here.
+                    result.truncated = "max_reply_chars"
+                    marks.stamp("llm.done")
+                    break
+        finally:
+            await stream.aclose()
         for phrase in chunker.flush():
             _release(phrase, marks, result, phrases)
         phrases.put_nowait(None)
@@ -235,6 +349,7 @@ async def _speak(
     audio: AudioOut,
     resample: PhraseResampler | None,
     send: SendMessage,
+    tts_audio_ms: float,
 ) -> None:
     """Synthesise phrases in order and play them out.
 
@@ -243,7 +358,7 @@ async def _speak(
     phrase boundary would add the TTS's time to first audio as a silence.
     """
     clips: asyncio.Queue[tuple[str, PCM | None] | None] = asyncio.Queue()
-    synthesis = asyncio.create_task(_synthesize(phrases, clips, marks, tts, resample))
+    synthesis = asyncio.create_task(_synthesize(phrases, clips, marks, tts, resample, tts_audio_ms))
     try:
         await _play(turn, clips, marks, result, audio, send)
         await synthesis  # re-raises a TTS failure
@@ -260,12 +375,22 @@ async def _synthesize(
     marks: TurnMarks,
     tts: TTS,
     resample: PhraseResampler | None,
+    tts_audio_ms: float,
 ) -> None:
     """TTS each phrase as soon as it is released; ``(phrase, None)`` ends a phrase."""
     try:
+        number = 0
         while (phrase := await phrases.get()) is not None:
             marks.stamp("tts.request")
-            async for pcm in stamped(tts.synthesize(phrase), marks, "tts.first_audio"):
+            number += 1
+            audio = guarded(
+                tts.synthesize(phrase),
+                marks.clock,
+                hop="tts",
+                gap_ms=tts_audio_ms,
+                what=f"audio for phrase {number}",
+            )
+            async for pcm in stamped(audio, marks, "tts.first_audio"):
                 clips.put_nowait((phrase, resample.chunk(pcm) if resample is not None else pcm))
             if resample is not None:
                 clips.put_nowait((phrase, resample.end()))

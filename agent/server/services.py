@@ -32,6 +32,7 @@ from agent.errors import BackendError, ProtocolError, VltError
 from agent.server.listener import MAX_MESSAGE_BYTES, WebsocketListener
 from agent.stages.interfaces import ASRStats, Closable, PartialTranscripts, SessionContext
 from agent.stages.pipeline import Pipeline
+from agent.wire.json_guard import clip
 from agent.wire.protocol import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_PROTOCOL_ERROR,
@@ -138,7 +139,9 @@ class StageService(WebsocketListener):
                 f"this service speaks {SERVICE_PROTOCOL_VERSION}",
             )
         if hello["service"] != self.service:
-            raise ProtocolError("wrong_service", f"this is a {self.service} service, not {hello['service']}")
+            raise ProtocolError(
+                "wrong_service", f"this is a {self.service} service, not {clip(repr(hello['service']), 60)}"
+            )
         rate: int = hello["sample_rate"]
         if rate not in SUPPORTED_SAMPLE_RATES:
             rates = ", ".join(map(str, SUPPORTED_SAMPLE_RATES))

@@ -15,19 +15,22 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from agent import __version__
 from agent.audio import PhraseResampler, bytes_to_pcm
 from agent.clock import Clock
 from agent.errors import BackendError, ProtocolError, VltError
 from agent.server.audio_out import AudioOut
+from agent.server.limits import ServerLimits
 from agent.server.orchestrator import Conversation, TurnMarks, TurnResult, respond
 from agent.server.turn_book import CONTINUATION, ContinueTurn, StartTurn, TurnBook
 from agent.stages.interfaces import Closable, PartialTranscripts, SessionContext, VadEvent
 from agent.stages.pipeline import Pipeline
+from agent.wire.json_guard import clip
 from agent.wire.protocol import (
     CLOSE_INTERNAL_ERROR,
+    CLOSE_POLICY_VIOLATION,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_UNSUPPORTED_DATA,
     CLOSE_UNSUPPORTED_VERSION,
@@ -56,13 +59,21 @@ __all__ = ["HANDSHAKE_TIMEOUT_S", "AgentSession"]
 
 log = logging.getLogger("vlt.server")
 
-HANDSHAKE_TIMEOUT_S = 10.0
+HANDSHAKE_TIMEOUT_S = ServerLimits().handshake_timeout_s
 _FRAME_MS_CHOICES = (10, 20, 30, 40, 60)
+_ERROR_CLOSE_TIMEOUT_S = 1.0
+#: Client ``error`` messages logged per session: a flood of them must not flood the log.
+_CLIENT_ERRORS_LOGGED = 10
 _CLOSE_FOR_CODE = {
     "unsupported_version": CLOSE_UNSUPPORTED_VERSION,
     "unsupported_format": CLOSE_UNSUPPORTED_DATA,
     # The client did nothing wrong: a stage could not be built on this server.
     "backend_unavailable": CLOSE_INTERNAL_ERROR,
+    # A limit of ServerLimits: the messages were well-formed, but too many, too big or too few.
+    "idle_timeout": CLOSE_POLICY_VIOLATION,
+    "too_many_scripts": CLOSE_POLICY_VIOLATION,
+    "script_too_large": CLOSE_POLICY_VIOLATION,
+    "audio_ahead": CLOSE_POLICY_VIOLATION,
 }
 
 
@@ -73,16 +84,21 @@ class AgentSession:
         pipeline: Pipeline,
         clock: Clock,
         session_id: str,
+        limits: ServerLimits | None = None,
         telemetry: Telemetry | None = None,
     ):
         self.ws = ws
         self.pipeline = pipeline
         self.clock = clock
         self.session_id = session_id
+        self.limits = limits or ServerLimits()
         self._book = TurnBook()
+        self._first_audio_ns: int | None = None  # when the first upstream frame arrived
+        self._client_errors = 0  # error messages the client sent
         self._response: asyncio.Task[None] | None = None
         self._interrupt_reason = ""
         self._sample = 0  # upstream samples received so far
+        self._rate = pipeline.audio.sample_rate  # the session's, once hello has fixed it
         # Built after the handshake, which may fail first: until then, none.
         self._stages: dict[str, Any] = {}
         self._audio: AudioOut | None = None
@@ -98,7 +114,14 @@ class AgentSession:
         try:
             await self._serve()
         except ProtocolError as exc:
-            log.info("session %s: protocol error: %s", self.session_id, exc)
+            # A client that broke a rule may not read our close frame either (a flood
+            # fills its socket): its slot is freed within a second, not websockets' 10.
+            self.ws.close_timeout = _ERROR_CLOSE_TIMEOUT_S
+            log.info(
+                "session %s: protocol error: %s",
+                self.session_id,
+                clip(str(exc), self.limits.max_logged_chars),
+            )
             with contextlib.suppress(ConnectionClosed):
                 await self.send(Error(code=exc.code, message=exc.reason))
                 await self.ws.close(_CLOSE_FOR_CODE.get(exc.code, CLOSE_PROTOCOL_ERROR), exc.code)
@@ -132,6 +155,7 @@ class AgentSession:
     async def _serve(self) -> None:
         hello = await self._handshake()
         rate, frame_ms = self._format(hello)
+        self._rate = rate
         frame_samples = rate * frame_ms // 1000
         ctx = SessionContext(
             clock=self.clock, sample_rate=rate, frame_samples=frame_samples, scripts=self._book.scripts
@@ -162,9 +186,10 @@ class AgentSession:
         # Optional: a streaming ASR's partial transcripts. Polling never waits for
         # inference (decodes run off the loop), so the receive loop is not held up.
         partials = asr if isinstance(asr, PartialTranscripts) else None
-        async for data in self.ws:
+        while (data := await self._receive()) is not None:
             if isinstance(data, bytes):
                 check_pcm_frame(data, max_bytes)
+                self._check_audio_ahead(rate, len(data) // 2)
                 pcm = bytes_to_pcm(data)
                 asr.feed(pcm, self._sample)
                 events = vad.process(pcm, self._sample)
@@ -176,17 +201,43 @@ class AgentSession:
                     await self.send(Transcript(turn=turn, text=partial, final=False))
             else:
                 received = self.clock.now_ns()
-                await self._on_control(decode(data), received)
+                await self._on_control(decode(data, self.limits.max_json_depth), received)
+
+    async def _receive(self) -> str | bytes | None:
+        """The next frame; None once the client closed normally. Silence past
+        ``idle_timeout_s`` ends the session: an honest client never stops sending audio."""
+        idle_s = self.limits.idle_timeout_s
+        try:
+            async with asyncio.timeout(idle_s):
+                return await self.ws.recv()
+        except TimeoutError:
+            raise ProtocolError("idle_timeout", f"nothing received for {idle_s:g} s") from None
+        except ConnectionClosedOK:
+            return None
+
+    def _check_audio_ahead(self, rate: int, samples: int) -> None:
+        """Pending audio is bounded: upstream audio may not run ahead of the session's clock."""
+        now = self.clock.now_ns()
+        if self._first_audio_ns is None:
+            self._first_audio_ns = now
+        ahead_s = (self._sample + samples) / rate - (now - self._first_audio_ns) / 1e9
+        if ahead_s > self.limits.max_audio_ahead_s:
+            raise ProtocolError(
+                "audio_ahead",
+                f"upstream audio is {ahead_s:.1f} s ahead of real time; at most "
+                f"{self.limits.max_audio_ahead_s:g} s (send audio as it is captured)",
+            )
 
     async def _handshake(self) -> Hello:
+        timeout_s = self.limits.handshake_timeout_s
         try:
-            async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+            async with asyncio.timeout(timeout_s):
                 first = await self.ws.recv()
         except TimeoutError:
-            raise ProtocolError("handshake_timeout", f"no hello within {HANDSHAKE_TIMEOUT_S:g} s") from None
+            raise ProtocolError("handshake_timeout", f"no hello within {timeout_s:g} s") from None
         if isinstance(first, bytes):
             raise ProtocolError("hello_required", "the first message must be a hello text frame")
-        hello = decode(first)
+        hello = decode(first, self.limits.max_json_depth)
         if not isinstance(hello, Hello):
             raise ProtocolError("hello_required", f"the first message must be hello, not {hello.TYPE}")
         if hello.protocol != PROTOCOL_VERSION:
@@ -213,15 +264,45 @@ class AgentSession:
         if isinstance(message, Ping):
             await self.send(Pong(t0_ns=message.t0_ns, t1_ns=received_ns, t2_ns=self.clock.now_ns()))
         elif isinstance(message, Script):
-            self._book.script(message)
+            self._add_script(message)
         elif isinstance(message, Interrupt):
-            await self._stop_response(message.reason or "client interrupt")
+            reason = clip(message.reason, self.limits.max_logged_chars)  # echoed in response_done
+            await self._stop_response(reason or "client interrupt")
         elif isinstance(message, Bye):
             await self.ws.close()
         elif isinstance(message, Error):
-            log.warning("session %s: client reported %s: %s", self.session_id, message.code, message.message)
+            self._client_errors += 1
+            if self._client_errors <= _CLIENT_ERRORS_LOGGED:
+                log.warning(
+                    "session %s: client reported %s: %s%s",
+                    self.session_id,
+                    clip(message.code, 60),
+                    clip(message.message, self.limits.max_logged_chars),
+                    "; further client errors of this session are not logged"
+                    if self._client_errors == _CLIENT_ERRORS_LOGGED
+                    else "",
+                )
         else:
             raise ProtocolError("unexpected_message", f"a client may not send {message.TYPE}")
+
+    def _add_script(self, script: Script) -> None:
+        limits = self.limits
+        chars = len(script.text) + len(script.reply or "")
+        if chars > limits.max_script_chars:
+            raise ProtocolError(
+                "script_too_large",
+                f"script for turn {script.turn} holds {chars:,} characters; "
+                f"at most {limits.max_script_chars:,}",
+            )
+        self._book.script(script)
+        # No VAD event can fall before sample 0 either: scripts shadowed there go too.
+        self._book.scripts.prune(max(0, self._sample - round(limits.script_retention_s * self._rate)))
+        if len(self._book.scripts) > limits.max_scripts:
+            raise ProtocolError(
+                "too_many_scripts",
+                f"more than {limits.max_scripts} scripts held at once (announced ahead of the audio, "
+                f"or within the last {limits.script_retention_s:g} s of it)",
+            )
 
     async def _on_vad(self, event: VadEvent) -> None:
         now = self.clock.now_ns()
@@ -285,6 +366,7 @@ class AgentSession:
                 resample=self._resample,
                 send=self.send,
                 transcript_prefix=decision.prefix if isinstance(decision, ContinueTurn) else "",
+                limits=self.pipeline.limits,
             )
         except asyncio.CancelledError:
             self._book.heard(turn, result.transcript)

@@ -31,6 +31,8 @@ __all__ = [
     "TurnBook",
 ]
 
+_TRANSCRIPTS_KEPT = 16
+
 #: Interrupt reason of user speech while the agent is busy or audible.
 BARGE_IN = "barge-in"
 #: Interrupt reason when a new end of turn stops the reply still running.
@@ -146,7 +148,11 @@ class TurnBook:
         """A reply to ``turn`` ended or was stopped, having heard ``transcript`` so
         far (with any continuation's prefix): it leads the turn's next attempt."""
         if transcript:
-            self._transcripts[turn] = transcript
+            self._transcripts.pop(turn, None)
+            self._transcripts[turn] = transcript  # (re)inserted last: the dict is oldest first
+            # Only a recent turn can be continued; a long session must not keep every transcript.
+            while len(self._transcripts) > _TRANSCRIPTS_KEPT:
+                del self._transcripts[next(iter(self._transcripts))]
 
     def reply_ended(self) -> None:
         """The reply task is done (finished, failed or cancelled)."""

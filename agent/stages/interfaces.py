@@ -39,6 +39,17 @@ class ScriptBook:
     def __iter__(self) -> Any:
         return iter(self._scripts)
 
+    def __len__(self) -> int:
+        return len(self._scripts)
+
+    def prune(self, before_sample: int) -> None:
+        """Forget what no :meth:`covering` call at ``before_sample`` or later can return:
+        every script announced before the latest one that started by then."""
+        for i in range(len(self._scripts) - 1, 0, -1):
+            if self._scripts[i].speech_start_sample <= before_sample:
+                del self._scripts[:i]
+                return
+
     def covering(self, sample: int) -> Script | None:
         """The latest script whose speech started at or before ``sample``."""
         found = None

@@ -72,7 +72,8 @@ def estimate_tokens(text: str) -> int:
 def bank_reply(messages: Sequence[Mapping[str, Any]]) -> str:
     """The built-in reply for a conversation: chosen by its latest user message, deterministically."""
     last_user = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
-    return REPLY_BANK[zlib.crc32(str(last_user).encode()) % len(REPLY_BANK)]
+    # surrogatepass: a lone surrogate that got this far picks a reply too, never fails the turn.
+    return REPLY_BANK[zlib.crc32(str(last_user).encode("utf-8", "surrogatepass")) % len(REPLY_BANK)]
 
 
 #: Timing of the ``emulated`` LLM when neither a profile nor the pipeline sets it.

@@ -2,7 +2,7 @@
 
 A pipeline file has one table per stage role, each with a ``kind`` (see
 :mod:`agent.stages.registry`) and that kind's settings, plus optional
-``[audio]``, ``[conversation]``, ``[chunker]`` and ``[output]`` tables. Every
+``[audio]``, ``[conversation]``, ``[chunker]``, ``[output]`` and ``[limits]`` tables. Every
 error names the file, the line where the TOML gives one, and the field.
 """
 
@@ -18,6 +18,7 @@ from agent.config.toml import build_config, line_of, parse_toml, read_config_fil
 from agent.errors import ConfigError
 from agent.stages.chunker import ChunkerConfig
 from agent.stages.registry import REGISTRY, ROLES, StageKind, kinds_for
+from agent.stages.turn_limits import TurnLimits
 from agent.wire.protocol import SUPPORTED_SAMPLE_RATES
 
 __all__ = [
@@ -75,6 +76,7 @@ class Pipeline:
     conversation: ConversationConfig
     chunker: ChunkerConfig
     output: OutputConfig
+    limits: TurnLimits
     stages: dict[str, StageSpec]
     raw: dict[str, Any]
 
@@ -95,6 +97,7 @@ class Pipeline:
             "conversation": dataclasses.asdict(self.conversation),
             "chunker": dataclasses.asdict(self.chunker),
             "output": dataclasses.asdict(self.output),
+            "limits": dataclasses.asdict(self.limits),
         }
         for role, spec in self.stages.items():
             out[role] = {"kind": spec.kind, **dataclasses.asdict(spec.config)}
@@ -126,6 +129,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "conversation": ConversationConfig,
     "chunker": ChunkerConfig,
     "output": OutputConfig,
+    "limits": TurnLimits,
 }
 _TOP_KEYS = ("name", "description")
 

@@ -16,11 +16,21 @@ from typing import Any, ClassVar, Union, get_type_hints
 
 from agent.config.typecheck import accepts, describe
 from agent.errors import ProtocolError
+from agent.wire.json_guard import (
+    DEFAULT_MAX_JSON_DEPTH,
+    JSONDepthError,
+    clip,
+    find_lone_surrogate,
+    loads_limited,
+    may_hold_surrogate,
+)
 
 __all__ = [
     "CLOSE_INTERNAL_ERROR",
     "CLOSE_NORMAL",
+    "CLOSE_POLICY_VIOLATION",
     "CLOSE_PROTOCOL_ERROR",
+    "CLOSE_TRY_AGAIN_LATER",
     "CLOSE_UNSUPPORTED_DATA",
     "CLOSE_UNSUPPORTED_VERSION",
     "MESSAGE_TYPES",
@@ -41,6 +51,7 @@ __all__ = [
     "check_pcm_frame",
     "decode",
     "encode",
+    "load_frame",
 ]
 
 #: Bumped on any incompatible change; peers must send the same number in hello.
@@ -52,7 +63,11 @@ CLOSE_NORMAL = 1000
 CLOSE_PROTOCOL_ERROR = 1002
 #: A well-formed request the server cannot honour (e.g. an unsupported sample rate).
 CLOSE_UNSUPPORTED_DATA = 1003
+#: A server limit was exceeded (docs/protocol.md, "Limits"): idle, too many or too large scripts, audio ahead.
+CLOSE_POLICY_VIOLATION = 1008
 CLOSE_INTERNAL_ERROR = 1011
+#: The server already serves its maximum number of sessions (``server_busy``).
+CLOSE_TRY_AGAIN_LATER = 1013
 #: Application range (4000-4999): the peer speaks another protocol version.
 CLOSE_UNSUPPORTED_VERSION = 4001
 
@@ -223,19 +238,43 @@ def encode(message: Message) -> str:
     return json.dumps(body, separators=(",", ":"))
 
 
-def decode(text: str | bytes) -> Message:
-    """The text of one frame → a message. Raises :class:`ProtocolError` if malformed."""
+def load_frame(text: str | bytes, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> dict[str, Any]:
+    """The JSON object of one text frame, checked before anything uses it.
+
+    Raises :class:`ProtocolError`: ``json_too_deep`` when arrays/objects nest
+    deeper than ``max_depth`` (checked before parsing, which would otherwise
+    recurse into a ``RecursionError``), ``malformed_json``, ``malformed_text``
+    for a string holding a lone UTF-16 surrogate (``"\\ud800"``: no UTF-8
+    encoder downstream could take it), ``malformed_message`` if not an object.
+    Shared by the agent and the service protocol.
+    """
     try:
-        body = json.loads(text)
+        body = loads_limited(text, max_depth)
+    except JSONDepthError as exc:
+        raise ProtocolError("json_too_deep", f"text frame rejected: {exc}") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError("malformed_json", f"text frame is not valid JSON ({exc})") from None
+        raise ProtocolError(
+            "malformed_json", f"text frame is not valid JSON ({clip(str(exc), 200)})"
+        ) from None
     if not isinstance(body, dict):
         raise ProtocolError("malformed_message", "a text frame must hold a JSON object")
+    if may_hold_surrogate(text) and (found := find_lone_surrogate(body)) is not None:
+        where, what = found
+        raise ProtocolError(
+            "malformed_text", f"{where or 'text'}: lone UTF-16 surrogate {what}; text must be valid Unicode"
+        )
+    return body
+
+
+def decode(text: str | bytes, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> Message:
+    """The text of one frame → a message. Raises :class:`ProtocolError` if malformed."""
+    body = load_frame(text, max_depth)
     kind = body.pop("type", None)
     cls = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         valid = ", ".join(sorted(MESSAGE_TYPES))
-        raise ProtocolError("unknown_type", f"unknown message type {kind!r}; valid: {valid}")
+        shown = clip(repr(kind), 60)  # the peer's value, echoed back and logged: bounded
+        raise ProtocolError("unknown_type", f"unknown message type {shown}; valid: {valid}")
     missing = _REQUIRED[cls] - body.keys()
     if missing:
         raise ProtocolError("malformed_message", f"{kind}: missing field(s) {', '.join(sorted(missing))}")

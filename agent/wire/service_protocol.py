@@ -32,7 +32,8 @@ import json
 from typing import Any
 
 from agent.errors import ProtocolError
-from agent.wire.protocol import Script
+from agent.wire.json_guard import clip
+from agent.wire.protocol import Script, load_frame
 from agent.wire.protocol import decode as decode_agent_message
 
 __all__ = [
@@ -71,12 +72,7 @@ def encode(kind: str, **fields: Any) -> str:
 
 def decode(text: str | bytes) -> dict[str, Any]:
     """The text of one frame → its JSON object; :class:`ProtocolError` if malformed."""
-    try:
-        body = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError("malformed_json", f"text frame is not valid JSON ({exc})") from None
-    if not isinstance(body, dict):
-        raise ProtocolError("malformed_message", "a text frame must hold a JSON object")
+    body = load_frame(text)  # the same depth and text checks as the agent protocol
     _check(body)
     return body
 
@@ -85,7 +81,8 @@ def _check(body: dict[str, Any]) -> None:
     kind = body.get("type")
     schema = _SCHEMA.get(kind) if isinstance(kind, str) else None
     if schema is None:
-        raise ProtocolError("unknown_type", f"unknown message type {kind!r}; valid: {', '.join(_SCHEMA)}")
+        shown = clip(repr(kind), 60)
+        raise ProtocolError("unknown_type", f"unknown message type {shown}; valid: {', '.join(_SCHEMA)}")
     for name, expected in schema.items():
         value = body.get(name)
         # bool is an int to Python but not to a peer: {"id": true} is malformed.

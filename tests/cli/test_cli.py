@@ -87,6 +87,13 @@ def test_missing_files_and_bad_targets() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--max-sessions", "0"), ("--idle-timeout-s", "nan"), ("--max-audio-ahead-s", "-1")]
+)
+def test_bad_server_limits_are_one_line_errors(flag: str, value: str) -> None:
+    _assert_one_line_error(vlt("serve", "agent", flag, value), flag, "must be a finite number > 0")
+
+
 def test_debug_shows_traceback() -> None:
     result = vlt("--debug", "replay", "nope.yaml")
     assert result.returncode != 0

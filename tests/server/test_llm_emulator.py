@@ -208,6 +208,14 @@ async def test_models_and_health(client: httpx.AsyncClient, server: LLMEmulatorS
          "stream_options", "invalid_value"),
         (b'{"messages": [{"role": "user", "content": "hi"}], "vlt": {"turn": "one"}}', 400, "vlt.turn",
          "invalid_type"),
+        # Hostile bodies (issue 16): nesting checked before parsing, not a plain-text 500 with a traceback.
+        (b'{"model":"x","messages":' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, None, "json_too_deep"),
+        (b"[" * 500_000, 400, None, "json_too_deep"),
+        # A lone surrogate is refused by its param instead of aborting the stream mid-body.
+        (b'{"messages": [{"role": "user", "content": "hi \\ud800"}]}', 400, "messages[0].content",
+         "invalid_value"),
+        (b'{"messages": [{"role": "user", "content": "hi"}], "vlt": {"scripted_reply": "\\udfff"}}', 400,
+         "vlt.scripted_reply", "invalid_value"),
     ],
 )  # fmt: skip
 async def test_bad_requests_get_openai_shaped_errors(
@@ -220,6 +228,21 @@ async def test_bad_requests_get_openai_shaped_errors(
     assert set(error) == {"message", "type", "param", "code"}
     assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", param, code)
     assert error["message"]
+
+
+async def test_a_paired_surrogate_escape_is_ordinary_text(client: httpx.AsyncClient) -> None:
+    payload = json.dumps(body(stream=False, reply="Grinning \U0001f600.")).encode()
+    assert b"\\ud83d\\ude00" in payload  # json.dumps escapes it as a surrogate pair
+    response = await client.post("/chat/completions", content=payload)
+    assert response.status_code == 200
+    assert response.json()["choices"][0]["message"]["content"] == "Grinning \U0001f600."
+
+
+def test_bank_reply_takes_a_lone_surrogate() -> None:
+    # It used to raise UnicodeEncodeError, failing the turn (or aborting the emulator's stream).
+    messages = [{"role": "user", "content": "caf\ud800"}]
+    assert bank_reply(messages) in REPLY_BANK
+    assert bank_reply(messages) == bank_reply(list(messages))
 
 
 async def test_unknown_paths_and_methods(client: httpx.AsyncClient) -> None:

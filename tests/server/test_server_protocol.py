@@ -24,7 +24,6 @@ from agent.clock import MonotonicClock
 from agent.config.scenario import load_scenario
 from agent.errors import ConfigError
 from agent.jobs.runner import run_scenario
-from agent.server import session as session_module
 from agent.server.app import MAX_MESSAGE_BYTES, AgentServer
 from agent.stages.pipeline import load_pipeline, parse_pipeline
 from agent.wire import protocol as p
@@ -166,8 +165,8 @@ async def test_bad_first_message_closes_with_1002(
     await _assert_serves(server)
 
 
-async def test_no_hello_times_out(server: AgentServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(session_module, "HANDSHAKE_TIMEOUT_S", 0.2)
+async def test_no_hello_times_out(server: AgentServer) -> None:
+    server.limits = dataclasses.replace(server.limits, handshake_timeout_s=0.2)
     async with _connect(server) as ws:
         error, code = await _error_then_close(ws)
     assert error.code == "handshake_timeout"

@@ -16,6 +16,7 @@ from agent.server.turn_book import (
     StartTurn,
     TurnBook,
 )
+from agent.stages.interfaces import ScriptBook
 from agent.wire.protocol import Script
 
 SECOND = 16000  # samples
@@ -224,3 +225,27 @@ def test_barge_in_names_the_latest_reply_started() -> None:
 def test_audio_without_any_reply_is_still_stopped() -> None:
     book = TurnBook()
     assert book.speech_start(10, 1_000, audible_until_ns=2_000) == BargeIn(None)
+
+
+# -- bounded memory (issue 16) ------------------------------------------------------------
+
+
+def test_script_book_prune_keeps_every_answer_from_the_cut_on() -> None:
+    book = ScriptBook()
+    scripts = [Script(turn=k, speech_start_sample=100 * k, speech_end_sample=100 * k + 50) for k in range(10)]
+    for script in scripts:
+        book.add(script)
+    before = {sample: book.covering(sample) for sample in range(450, 1000, 7)}
+    book.prune(450)
+    assert len(book) == 6  # turns 4 (covers 450) to 9
+    assert {sample: book.covering(sample) for sample in range(450, 1000, 7)} == before
+    book.prune(10_000)
+    assert [s.turn for s in book] == [9]  # the last one always stays
+
+
+def test_the_book_keeps_only_recent_transcripts() -> None:
+    book = TurnBook()
+    for turn in range(100):
+        book.heard(turn, f"words of turn {turn}")
+    assert len(book._transcripts) <= 16
+    assert book._transcripts[99] == "words of turn 99"

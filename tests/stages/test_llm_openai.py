@@ -9,6 +9,7 @@ endings, a connection dropped mid-body, a request that is never answered.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ class Reply:
     """Read the request and never answer."""
     stall: bool = False
     """Send the chunks, then neither more nor the end."""
+    keepalive_ms: float | None = None
+    """While stalled, send an SSE ``: keep-alive`` comment this often (so reads never time out)."""
 
 
 @dataclass
@@ -127,7 +130,7 @@ class ScriptedServer:
         self.requests.append(Seen(request_line.split()[1], headers, json.loads(raw)))
         reply = self.replies.pop(0) if self.replies else Reply(500, [b'{"error": "no scripted reply"}'])
         if reply.hang:
-            await self._release.wait()
+            await reader.read(1)  # returns when the client (or __aexit__) closes the connection
             return False
         reason = HTTPStatus(reply.status).phrase
         out = [f"HTTP/1.1 {reply.status} {reason}", "Transfer-Encoding: chunked"]
@@ -139,6 +142,15 @@ class ScriptedServer:
             await writer.drain()
             await asyncio.sleep(0)  # let each chunk go out on its own
         if reply.stall:
+            if reply.keepalive_ms is not None:
+                comment = b": keep-alive\n\n"
+                while not reader.at_eof() and not self._release.is_set():
+                    writer.write(f"{len(comment):x}\r\n".encode() + comment + b"\r\n")
+                    await writer.drain()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(reply.keepalive_ms / 1000):
+                            await reader.read(1)
+                return False
             await reader.read(1)  # returns when the client (or __aexit__) closes the connection
             return False
         if not reply.end:
@@ -581,7 +593,7 @@ def test_httpx_is_not_imported_by_the_registry() -> None:
 # -- end to end: the agent replaying a scenario over the scripted server --------
 
 
-def _pipeline_toml(base_url: str) -> str:
+def _pipeline_toml(base_url: str, extra: str = "", read_timeout_s: float = 10) -> str:
     return f"""
 name = "openai-scripted"
 [vad]
@@ -593,10 +605,11 @@ finalize_ms = 20
 kind = "openai"
 base_url = "{base_url}"
 model = "scripted"
-read_timeout_s = 10
+read_timeout_s = {read_timeout_s}
 [tts]
 kind = "emulated"
 first_audio_ms = 20
+{extra}
 """
 
 
@@ -609,10 +622,10 @@ turns:
 """
 
 
-def _replay(server: ScriptedServer, scenario: Path, run_dir: Path) -> Any:
+def _replay(server: ScriptedServer, scenario: Path, run_dir: Path, **toml: Any) -> Any:
     async def main(clock: clocks.Clock) -> Any:
         async with server:
-            pipeline = parse_pipeline(_pipeline_toml(server.url()))
+            pipeline = parse_pipeline(_pipeline_toml(server.url(), **toml))
             result = await run_scenario(load_scenario(scenario), clock, pipeline=pipeline, run_dir=run_dir)
             await server.wait_all_closed()  # the session closed its HTTP client
             return result
@@ -653,3 +666,74 @@ def test_agent_replay_records_a_failed_turn(tmp_path: Path, write_scenario: Call
     assert record["status"] == "failed"
     assert f"openai:127.0.0.1:{server.port}" in record["reason"]
     assert "HTTP 500" in record["reason"] and "the model crashed" in record["reason"]
+
+
+# -- deadlines and the reply cap (the pipeline's [limits], issue 16) -------------------------
+
+
+@pytest.mark.timeout(60)
+def test_keepalive_comments_do_not_keep_a_stalled_turn_alive(
+    tmp_path: Path, write_scenario: Callable[[str], Path]
+) -> None:
+    # Comments every 50 ms keep a 300 ms read timeout from ever firing (as 5 s comments
+    # kept a 30 s one alive); the content deadline does not count them.
+    role_and_two = event(chunk("", role="assistant")) + event(chunk("Yes")) + event(chunk(","))
+    server = ScriptedServer(Reply(chunks=[role_and_two], stall=True, keepalive_ms=50))
+    limits = "[limits]\nllm_content_ms = 800"
+    result = _replay(server, write_scenario(ONE_TURN), tmp_path / "run", extra=limits, read_timeout_s=0.3)
+    (record,) = result.records
+    assert record["status"] == "failed"
+    assert record["reason"] == "llm: no content for 800 ms after 2 content chunks"
+    # The marks stamped before the hang reached the record.
+    marks = record["marks_ns"]
+    for name in ("vad.end_of_turn", "asr.final", "llm.request", "llm.first_chunk", "llm.first_token"):
+        assert name in marks, name
+    assert "llm.done" not in marks
+    waited_ms = (marks["server.response_done"] - marks["llm.first_token"]) / 1e6
+    assert 750 < waited_ms < 3000
+
+
+@pytest.mark.timeout(60)
+def test_a_backend_that_never_answers_fails_the_turn_naming_the_llm(
+    tmp_path: Path, write_scenario: Callable[[str], Path]
+) -> None:
+    server = ScriptedServer(Reply(hang=True))
+    result = _replay(
+        server, write_scenario(ONE_TURN), tmp_path / "run", extra="[limits]\nllm_content_ms = 500"
+    )
+    (record,) = result.records
+    assert record["status"] == "failed"
+    assert record["reason"] == "llm: no content within 500 ms (no response yet)"
+    assert {"asr.final", "llm.request"} <= set(record["marks_ns"])
+
+
+@pytest.mark.timeout(60)
+def test_a_total_reply_deadline_ends_a_steady_trickle(
+    tmp_path: Path, write_scenario: Callable[[str], Path]
+) -> None:
+    words = [" and"] * 400
+    # Content keeps coming (the gap deadline is never reached), but never ends in time.
+    trickle = [event(chunk("", role="assistant")), *(event(chunk(w)) for w in words)]
+    server = ScriptedServer(Reply(chunks=trickle, stall=True, keepalive_ms=20))
+    limits = "[limits]\nllm_content_ms = 5000\nllm_reply_ms = 600\nmax_reply_chars = 100000"
+    result = _replay(server, write_scenario(ONE_TURN), tmp_path / "run", extra=limits)
+    (record,) = result.records
+    assert record["status"] == "failed"
+    assert record["reason"] == "llm: not finished within 600 ms (after 400 content chunks)"
+
+
+@pytest.mark.timeout(60)
+def test_a_backend_ignoring_max_tokens_is_cut_at_max_reply_chars(
+    tmp_path: Path, write_scenario: Callable[[str], Path]
+) -> None:
+    words = ["Yes."] + [" more"] * 3000  # 15,004 characters; max_tokens (150) was ignored
+    server = ScriptedServer(Reply(chunks=split_every(ok_stream(*words), 4096)))
+    result = _replay(
+        server, write_scenario(ONE_TURN), tmp_path / "run", extra="[limits]\nmax_reply_chars = 120"
+    )
+    (record,) = result.records
+    assert record["status"] == "ok", record["reason"]
+    assert record["llm"]["truncated"] == "max_reply_chars"
+    assert 100 <= len(record["reply"]) <= 120
+    assert record["llm"]["content_chunks"] == 25  # "Yes.", 23 " more" and the first character of one
+    assert "llm.done" in record["marks_ns"]
