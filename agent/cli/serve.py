@@ -55,15 +55,33 @@ _LIMIT_OPTIONS = (
     ("max_audio_ahead_s", float, "seconds upstream audio may run ahead of real time (pending audio)"),
     ("max_logged_chars", int, "characters of a client's error/interrupt text logged or echoed"),
     ("max_json_depth", int, "deepest array/object nesting in a text frame"),
+    ("max_pending_requests", int, "TTS service: synthesize requests queued at once"),
+    ("max_synthesize_chars", int, "TTS service: characters of text in one synthesize request"),
 )
+#: The limits each server applies (the rest do not concern it).
+_AGENT_LIMITS = tuple(
+    n for n, _, _ in _LIMIT_OPTIONS if n not in ("max_pending_requests", "max_synthesize_chars")
+)
+_SERVICE_LIMITS = {
+    "asr": ("max_sessions", "handshake_timeout_s", "idle_timeout_s", "max_json_depth"),
+    "tts": (
+        "max_sessions",
+        "handshake_timeout_s",
+        "max_json_depth",
+        "max_pending_requests",
+        "max_synthesize_chars",
+    ),
+}
 
 
-def _add_limits(ap: argparse.ArgumentParser) -> None:
+def _add_limits(ap: argparse.ArgumentParser, names: tuple[str, ...] = _AGENT_LIMITS) -> None:
     from agent.server.limits import ServerLimits  # a dataclass only: no server imports
 
     defaults = ServerLimits()
     group = ap.add_argument_group("limits per client (docs/protocol.md)")
     for name, kind, text in _LIMIT_OPTIONS:
+        if name not in names:
+            continue
         flag = "--" + name.replace("_", "-")
         group.add_argument(
             flag, type=kind, dest=f"limit_{name}", help=f"{text} (default {getattr(defaults, name):g})"
@@ -73,7 +91,7 @@ def _add_limits(ap: argparse.ArgumentParser) -> None:
 def _limits(args: argparse.Namespace) -> ServerLimits:
     from agent.server.limits import ServerLimits
 
-    given = {name: getattr(args, f"limit_{name}") for name, _, _ in _LIMIT_OPTIONS}
+    given = {name: getattr(args, f"limit_{name}", None) for name, _, _ in _LIMIT_OPTIONS}
     try:
         return ServerLimits(**{k: v for k, v in given.items() if v is not None})
     except ConfigError as exc:
@@ -209,6 +227,7 @@ def _add_stage_services(servers: Subcommands) -> None:
         sv.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="pipeline TOML (path or name)")
         sv.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
         sv.add_argument("--port", type=int, default=port, help=f"port (default {port}; 0 picks a free one)")
+        _add_limits(sv, _SERVICE_LIMITS[service])
         sv.set_defaults(func=_cmd_serve_service, service=service)
 
 
@@ -218,10 +237,13 @@ def _cmd_serve_service(args: argparse.Namespace) -> int:
     from agent.stages.pipeline import load_pipeline
 
     check_port(args.port)
+    limits = _limits(args)
     pipeline = load_pipeline(resolve_pipeline(args.pipeline))
 
     async def main(clock: clocks.Clock) -> None:
-        async with StageService(pipeline, args.service, clock, args.host, args.port) as service:
+        async with StageService(
+            pipeline, args.service, clock, args.host, args.port, limits=limits
+        ) as service:
             kind = pipeline.stages[args.service].kind
             print(f"{args.service} service ({pipeline.name}: {kind}) listening on {service.url}", flush=True)
             await service.serve_forever()

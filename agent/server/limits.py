@@ -1,4 +1,4 @@
-"""What one agent server allows each client, so a hostile or broken one cannot hurt the rest.
+"""What a server allows each client, so a hostile or broken one cannot hurt the rest.
 
 Every limit has a default meant for an honest caller never to meet (a replay,
 a live demo, a 1,000-turn soak) and is set with ``vlt serve agent`` options
@@ -41,6 +41,10 @@ class ServerLimits:
     that reach the log or are echoed back; the rest is cut, its length noted."""
     max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
     """Deepest array/object nesting in a text frame (checked before parsing)."""
+    max_pending_requests: int = 64
+    """TTS service (``vlt serve tts``): ``synthesize`` requests queued at once."""
+    max_synthesize_chars: int = 16_384
+    """TTS service: characters of text in one ``synthesize`` request."""
 
     def __post_init__(self) -> None:
         for name in self.__dataclass_fields__:

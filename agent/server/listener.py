@@ -2,11 +2,13 @@
 
 The agent server and the ASR/TTS services differ only in what they do with a
 connection (``handle``); binding with a clear error for a busy port, learning
-the port when 0 was asked for, and shutting down are the same.
+the port when 0 was asked for, the cap on connections served at once, and
+shutting down are the same.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 from collections.abc import Awaitable, Callable
@@ -14,8 +16,10 @@ from types import TracebackType
 from typing import Self
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 
 from agent.errors import ConnectError
+from agent.wire.protocol import CLOSE_TRY_AGAIN_LATER
 
 __all__ = ["MAX_MESSAGE_BYTES", "WebsocketListener"]
 
@@ -35,12 +39,20 @@ class WebsocketListener:
         port: int = 0,
         *,
         description: str = "websocket server",
+        max_connections: int | None = None,
+        busy_frame: Callable[[str], str] | None = None,
     ) -> None:
+        """``max_connections``: served at once; one more gets ``busy_frame(message)``
+        (the server protocol's ``error`` with code ``server_busy``) and close 1013."""
         self.host = host
         self.port = port
         self.description = description
-        self._on_connection = handle
+        self._handle = handle
         self._server: Server | None = None
+        self.max_connections = max_connections
+        self._busy_frame = busy_frame
+        #: Connections being served now.
+        self.active_connections = 0
 
     @property
     def url(self) -> str:
@@ -64,6 +76,27 @@ class WebsocketListener:
         if sockets and self.port == 0:
             self.port = sockets[0].getsockname()[1]
         log.info("%s on %s", self.description, self.url)
+
+    async def _on_connection(self, ws: ServerConnection) -> None:
+        limit = self.max_connections
+        if limit is not None and self.active_connections >= limit:
+            log.warning(
+                "%s: connection from %s refused: %d served already",
+                self.description,
+                ws.remote_address,
+                limit,
+            )
+            message = f"the server is serving its maximum of {limit} sessions; try again later"
+            with contextlib.suppress(ConnectionClosed):
+                if self._busy_frame is not None:
+                    await ws.send(self._busy_frame(message))
+                await ws.close(CLOSE_TRY_AGAIN_LATER, "server_busy")
+            return
+        self.active_connections += 1
+        try:
+            await self._handle(ws)
+        finally:
+            self.active_connections -= 1
 
     async def close(self) -> None:
         if self._server is not None:

@@ -18,23 +18,25 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
 from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from agent import __version__
 from agent.audio import PCM, bytes_to_pcm, pcm_to_bytes
 from agent.clock import Clock
 from agent.errors import BackendError, ProtocolError, VltError
+from agent.server.limits import ServerLimits
 from agent.server.listener import MAX_MESSAGE_BYTES, WebsocketListener
 from agent.stages.interfaces import ASRStats, Closable, PartialTranscripts, SessionContext
 from agent.stages.pipeline import Pipeline
 from agent.wire.json_guard import clip
 from agent.wire.protocol import (
     CLOSE_INTERNAL_ERROR,
+    CLOSE_POLICY_VIOLATION,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_UNSUPPORTED_DATA,
     CLOSE_UNSUPPORTED_VERSION,
@@ -48,7 +50,7 @@ __all__ = ["HANDSHAKE_TIMEOUT_S", "MAX_CHUNK_MS", "StageService"]
 
 log = logging.getLogger("vlt.services")
 
-HANDSHAKE_TIMEOUT_S = 10.0
+HANDSHAKE_TIMEOUT_S = ServerLimits().handshake_timeout_s
 #: Longest audio message the TTS service sends.
 MAX_CHUNK_MS = 200
 #: The stage's frame size hint (services receive whatever frames the client sends).
@@ -57,6 +59,10 @@ _CLOSE_FOR_CODE = {
     "unsupported_version": CLOSE_UNSUPPORTED_VERSION,
     "unsupported_format": CLOSE_UNSUPPORTED_DATA,
     "backend_unavailable": CLOSE_INTERNAL_ERROR,
+    # A limit of ServerLimits (as in an agent session).
+    "idle_timeout": CLOSE_POLICY_VIOLATION,
+    "too_many_requests": CLOSE_POLICY_VIOLATION,
+    "text_too_large": CLOSE_POLICY_VIOLATION,
 }
 
 
@@ -64,12 +70,29 @@ class StageService(WebsocketListener):
     """``async with StageService(pipeline, "tts", clock) as service: ... service.url``."""
 
     def __init__(
-        self, pipeline: Pipeline, service: str, clock: Clock, host: str = "127.0.0.1", port: int = 0
+        self,
+        pipeline: Pipeline,
+        service: str,
+        clock: Clock,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        limits: ServerLimits | None = None,
     ) -> None:
         if service not in SERVICES:
             raise ValueError(f"service must be one of {SERVICES}, not {service!r}")
         spec = pipeline.stages[service]
-        super().__init__(self._handle, host, port, description=f"{service} service ({spec.kind})")
+        #: Of the agent server's limits, a service applies the session cap, the hello and
+        #: idle timeouts (ASR: audio streams all the time), the TTS queue and text size.
+        self.limits = limits or ServerLimits()
+        super().__init__(
+            self._handle,
+            host,
+            port,
+            description=f"{service} service ({spec.kind})",
+            max_connections=self.limits.max_sessions,
+            busy_frame=lambda message: encode("error", code="server_busy", message=message),
+        )
         self.pipeline = pipeline
         self.service = service
         self.spec = spec
@@ -100,9 +123,9 @@ class StageService(WebsocketListener):
                 )
             )
             if self.service == "asr":
-                await _serve_asr(ws, stage)
+                await _serve_asr(ws, stage, self.limits)
             else:
-                await _serve_tts(ws, stage, rate)
+                await _serve_tts(ws, stage, rate, self.limits)
         except ProtocolError as exc:
             log.info("%s: %s", name, exc)
             with contextlib.suppress(ConnectionClosed):
@@ -123,13 +146,14 @@ class StageService(WebsocketListener):
     async def _handshake(self, ws: ServerConnection) -> int:
         """The client's hello → the sample rate of this connection."""
         try:
-            async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+            async with asyncio.timeout(self.limits.handshake_timeout_s):
                 first = await ws.recv()
         except TimeoutError:
-            raise ProtocolError("handshake_timeout", f"no hello within {HANDSHAKE_TIMEOUT_S:g} s") from None
+            limit = self.limits.handshake_timeout_s
+            raise ProtocolError("handshake_timeout", f"no hello within {limit:g} s") from None
         if isinstance(first, bytes):
             raise ProtocolError("hello_required", "the first message must be a hello text frame")
-        hello = decode(first)
+        hello = decode(first, self.limits.max_json_depth)
         if hello["type"] != "hello":
             raise ProtocolError("hello_required", f"the first message must be hello, not {hello['type']}")
         if hello["protocol"] != SERVICE_PROTOCOL_VERSION:
@@ -149,9 +173,24 @@ class StageService(WebsocketListener):
         return rate
 
 
-async def _serve_asr(ws: ServerConnection, asr: Any) -> None:
+async def _messages(ws: ServerConnection, idle_s: float | None) -> AsyncIterator[str | bytes]:
+    """The connection's messages; with ``idle_s``, ending it with ``idle_timeout``
+    when nothing at all arrives for that long."""
+    while True:
+        try:
+            async with asyncio.timeout(idle_s):
+                data = await ws.recv()
+        except ConnectionClosedOK:
+            return
+        except TimeoutError:
+            raise ProtocolError("idle_timeout", f"nothing received for {idle_s:g} s") from None
+        yield data
+
+
+async def _serve_asr(ws: ServerConnection, asr: Any, limits: ServerLimits) -> None:
     """Audio frames feed the stage as they come; each finalize runs as its own task,
-    so the next utterance's audio keeps flowing while a transcript is produced."""
+    so the next utterance's audio keeps flowing while a transcript is produced.
+    A remote-asr client streams audio all the time, so silence means a dead client."""
     sample = 0
     tasks: set[asyncio.Task[None]] = set()
     # Optional: a streaming ASR's partials, polled after each frame as a session does.
@@ -173,7 +212,7 @@ async def _serve_asr(ws: ServerConnection, asr: Any) -> None:
             await ws.send(reply)
 
     try:
-        async for data in ws:
+        async for data in _messages(ws, limits.idle_timeout_s):
             if isinstance(data, bytes):
                 check_pcm_frame(data, MAX_MESSAGE_BYTES)
                 pcm = bytes_to_pcm(data)
@@ -182,7 +221,7 @@ async def _serve_asr(ws: ServerConnection, asr: Any) -> None:
                 if partials is not None and (partial := partials.poll_partial()) is not None:
                     await ws.send(encode("partial", text=partial))
                 continue
-            message = decode(data)
+            message = decode(data, limits.max_json_depth)
             if message["type"] != "finalize":
                 raise ProtocolError("unexpected_message", f"an ASR client may not send {message['type']}")
             hint = script_from_dict(message.get("hint"))  # checked here: a bad one is a protocol error
@@ -196,9 +235,11 @@ async def _serve_asr(ws: ServerConnection, asr: Any) -> None:
             task.cancel()
 
 
-async def _serve_tts(ws: ServerConnection, tts: Any, rate: int) -> None:
+async def _serve_tts(ws: ServerConnection, tts: Any, rate: int, limits: ServerLimits) -> None:
     """Requests are synthesised one at a time, in order; ``cancel`` stops the one
-    in progress (or drops a queued one), which still ends with its ``done``."""
+    in progress (or drops a queued one), which still ends with its ``done``.
+    No idle timeout: an agent asks for speech only when it answers, and a caller
+    may talk for minutes in between."""
     requests: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     cancelled: set[int] = set()
     current: dict[str, Any] = {}
@@ -247,8 +288,15 @@ async def _serve_tts(ws: ServerConnection, tts: Any, rate: int) -> None:
         async for data in ws:
             if isinstance(data, bytes):
                 raise ProtocolError("unexpected_audio", "a TTS client may not send audio")
-            message = decode(data)
+            message = decode(data, limits.max_json_depth)
             if message["type"] == "synthesize":
+                chars, most = len(message["text"]), limits.max_synthesize_chars
+                if chars > most:
+                    raise ProtocolError(
+                        "text_too_large", f"{chars:,} characters to synthesize; at most {most:,}"
+                    )
+                if requests.qsize() >= (queued := limits.max_pending_requests):
+                    raise ProtocolError("too_many_requests", f"more than {queued} synthesize requests queued")
                 requests.put_nowait(message)
             elif message["type"] == "cancel":
                 if current.get("id") == message["id"]:

@@ -32,7 +32,7 @@ import json
 from typing import Any
 
 from agent.errors import ProtocolError
-from agent.wire.json_guard import clip
+from agent.wire.json_guard import DEFAULT_MAX_JSON_DEPTH, clip
 from agent.wire.protocol import Script, load_frame
 from agent.wire.protocol import decode as decode_agent_message
 
@@ -70,9 +70,9 @@ def encode(kind: str, **fields: Any) -> str:
     return json.dumps(body, separators=(",", ":"))
 
 
-def decode(text: str | bytes) -> dict[str, Any]:
+def decode(text: str | bytes, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> dict[str, Any]:
     """The text of one frame → its JSON object; :class:`ProtocolError` if malformed."""
-    body = load_frame(text)  # the same depth and text checks as the agent protocol
+    body = load_frame(text, max_depth)  # the same depth and text checks as the agent protocol
     _check(body)
     return body
 
