@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +83,9 @@ class AgentSession:
         self._book = TurnBook()
         self._response: asyncio.Task[None] | None = None
         self._interrupt_reason = ""
+        # Per turn: the final transcript of an attempt stopped (the user resumed) while
+        # its ASR was still finalizing; the continuation waits for those words.
+        self._unheard: dict[int, asyncio.Future[tuple[str, dict[str, Any] | None]]] = {}
         self._sample = 0  # upstream samples received so far
         # Built after the handshake, which may fail first: until then, none.
         self._stages: dict[str, Any] = {}
@@ -259,10 +263,32 @@ class AgentSession:
 
     async def _run_turn(self, turn: StartTurn | ContinueTurn, marks: TurnMarks) -> None:
         try:
+            if isinstance(turn, ContinueTurn):
+                turn = await self._words_so_far(turn)
             await self._answer(turn, marks)
         finally:
             # In the task's last step, so the book and task.done() never disagree.
             self._book.reply_ended()
+
+    async def _words_so_far(self, decision: ContinueTurn) -> ContinueTurn:
+        """``decision`` with every word heard before its pause as the prefix: if the
+        attempt the user cut short was still finalizing, its transcript first."""
+        pending = self._unheard.get(decision.turn)
+        if pending is None:
+            return decision
+        try:
+            text, _ = await asyncio.shield(pending)  # cancelled here: it stays for the next attempt
+        except BackendError as exc:
+            log.warning(
+                "session %s turn %d: ASR of the words before a pause failed: %s",
+                self.session_id,
+                decision.turn,
+                exc,
+            )
+            text = ""
+        del self._unheard[decision.turn]
+        self._book.heard(decision.turn, text)
+        return dataclasses.replace(decision, prefix=self._book.words_so_far(decision.turn))
 
     async def _answer(self, decision: StartTurn | ContinueTurn, marks: TurnMarks) -> None:
         turn = decision.turn
@@ -289,6 +315,8 @@ class AgentSession:
         except asyncio.CancelledError:
             self._book.heard(turn, result.transcript)
             if self._interrupt_reason == CONTINUATION:
+                if not result.transcript and result.final is not None and not result.final.cancelled():
+                    self._unheard[turn] = result.final  # stopped while the ASR finalized
                 # The user was not done: the turn restarts at the next end of turn, so
                 # the client and the chat history see one answer to the whole utterance.
                 raise
