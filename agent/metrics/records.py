@@ -114,6 +114,10 @@ class LlmStats(TypedDict, total=False):
     """First → last content chunk over (output tokens - 1); None with fewer than two tokens."""
     vad_splits: int
     """Times the agent's VAD ended this turn early and it restarted (a continuation)."""
+    end_of_turn: dict[str, Any]
+    """The ``semantic`` VAD's last decision: ``probability`` (Smart Turn's P(complete)),
+    ``text`` (complete/incomplete/unknown), ``window_ms``, ``check_ms`` and
+    ``decided_ms`` (silence after the speech when the model started and when it ended the turn)."""
 
 
 class AsrStats(TypedDict, total=False):

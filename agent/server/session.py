@@ -25,6 +25,7 @@ from agent.errors import BackendError, ProtocolError, VltError
 from agent.server.audio_out import AudioOut
 from agent.server.orchestrator import Conversation, TurnMarks, TurnResult, respond
 from agent.server.turn_book import CONTINUATION, ContinueTurn, StartTurn, TurnBook
+from agent.stages.end_of_turn import HearsTranscripts, SemanticVAD
 from agent.stages.interfaces import Closable, PartialTranscripts, SessionContext, VadEvent
 from agent.stages.pipeline import Pipeline
 from agent.wire.protocol import (
@@ -86,6 +87,10 @@ class AgentSession:
         # Per turn: the final transcript of an attempt stopped (the user resumed) while
         # its ASR was still finalizing; the continuation waits for those words.
         self._unheard: dict[int, asyncio.Future[tuple[str, dict[str, Any] | None]]] = {}
+        # The semantic end of turn: when its model started on the current pause, and
+        # each turn's last decision (probability, text verdict, window) for its record.
+        self._turn_check_ns: int | None = None
+        self._end_of_turn: dict[int, dict[str, Any]] = {}
         self._sample = 0  # upstream samples received so far
         # Built after the handshake, which may fail first: until then, none.
         self._stages: dict[str, Any] = {}
@@ -176,6 +181,8 @@ class AgentSession:
                 for event in events:
                     await self._on_vad(event)
                 if partials is not None and (partial := partials.poll_partial()) is not None:
+                    if isinstance(vad, HearsTranscripts):
+                        vad.hear(partial)  # the semantic end of turn judges the text too
                     turn = self._book.partial_turn(self._sample)
                     await self.send(Transcript(turn=turn, text=partial, final=False))
             else:
@@ -235,9 +242,20 @@ class AgentSession:
             if stop is not None:
                 await self._stop_response(stop.reason)
             return
+        if event.kind == "turn_check":
+            self._turn_check_ns = now
+            return
         turn = self._book.end_of_turn(event.sample, now)
         on_stamp = self._telemetry.mark if self._telemetry is not None else None
         marks = TurnMarks(self.clock, turn.turn, turn.marks, on_stamp)
+        vad = self._stages.get("vad")
+        if isinstance(vad, SemanticVAD) and vad.checks:
+            # VAD silence = speech end → turn.check; turn model = turn.check → turn.complete.
+            if self._turn_check_ns is not None:
+                marks.stamp_at("turn.check", self._turn_check_ns)
+            marks.stamp_at("turn.complete", now)
+            self._end_of_turn[turn.turn] = vad.checks[-1].summary(vad.vad_rate)
+        self._turn_check_ns = None
         await self._stop_response(turn.stop_reason)
         self._book.reply_started(turn.turn)
         self._response = asyncio.create_task(self._run_turn(turn, marks))
@@ -340,6 +358,8 @@ class AgentSession:
         stats["reply"] = result.reply
         if (splits := self._book.vad_splits(turn)) is not None:
             stats["vad_splits"] = splits
+        if (verdict := self._end_of_turn.get(turn)) is not None:
+            stats["end_of_turn"] = verdict
         with contextlib.suppress(ConnectionClosed):
             await self.send(MarkList(turn=turn, marks=marks.marks))
             await self.send(ResponseDone(turn=turn, status=status, reason=reason, stats=stats))
