@@ -116,6 +116,10 @@ class LlmStats(TypedDict, total=False):
     """Times the agent's VAD ended this turn early and it restarted (a continuation)."""
     truncated: str
     """Only when a limit cut the reply short: ``max_reply_chars`` (the pipeline's ``[limits]``)."""
+    end_of_turn: dict[str, Any]
+    """The ``semantic`` VAD's last decision: ``probability`` (Smart Turn's P(complete)),
+    ``text`` (complete/incomplete/unknown), ``window_ms``, ``check_ms`` and
+    ``decided_ms`` (silence after the speech when the model started and when it ended the turn)."""
 
 
 class AsrStats(TypedDict, total=False):

@@ -194,6 +194,9 @@ class TurnResult:
     asr_stats: dict[str, Any] | None = None
     #: Which limit cut the reply short (``"max_reply_chars"``), if one did.
     truncated: str | None = None
+    #: The final transcript (with the prefix) being made: it outlives a turn stopped
+    #: while the ASR finalizes, so a continuation can still take those words.
+    final: asyncio.Future[tuple[str, dict[str, Any] | None]] | None = None
 
     @property
     def reply(self) -> str:
@@ -256,18 +259,18 @@ async def respond(
     end of this turn (a continuation, see the session); it leads the transcript.
     """
     limits = limits or TurnLimits()
+    # Shielded: a stop (the user resumed) must not lose what the ASR already took in.
+    result.final = asyncio.ensure_future(_final_transcript(asr, end_sample, hint, transcript_prefix))
+    result.final.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved if abandoned
     try:
         async with asyncio.timeout(limits.asr_final_ms / 1000) as timer:
-            result.transcript = await asr.finalize(end_sample, hint)
+            result.transcript, result.asr_stats = await asyncio.shield(result.final)
     except TimeoutError:
         if not timer.expired():
             raise
+        result.final.cancel()  # a hung ASR: nothing will come for a continuation either
         raise BackendError("asr", f"no final transcript within {limits.asr_final_ms:g} ms") from None
     marks.stamp("asr.final")
-    # Optional, read right after finalize: a streaming ASR's partials and speculation.
-    result.asr_stats = asr.last_stats if isinstance(asr, ASRStats) else None
-    if transcript_prefix:
-        result.transcript = f"{transcript_prefix} {result.transcript}".strip()
     await send(Transcript(turn=turn, text=result.transcript, final=True))
 
     request = LLMRequest(
@@ -332,6 +335,16 @@ async def respond(
             with contextlib.suppress(asyncio.CancelledError, BackendError):
                 await speaker
     conversation.record(result.transcript, result.reply)
+
+
+async def _final_transcript(
+    asr: ASR, end_sample: int, hint: Script | None, prefix: str
+) -> tuple[str, dict[str, Any] | None]:
+    """The turn's final transcript, ``prefix`` first, and the ASR's finalize stats."""
+    text = await asr.finalize(end_sample, hint)
+    # Optional, read right after finalize: a streaming ASR's partials and speculation.
+    stats = asr.last_stats if isinstance(asr, ASRStats) else None
+    return (f"{prefix} {text}".strip() if prefix else text), stats
 
 
 def _release(phrase: str, marks: TurnMarks, result: TurnResult, queue: asyncio.Queue[Any]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ from agent.server.audio_out import AudioOut
 from agent.server.limits import ServerLimits
 from agent.server.orchestrator import Conversation, TurnMarks, TurnResult, respond
 from agent.server.turn_book import CONTINUATION, ContinueTurn, StartTurn, TurnBook
+from agent.stages.end_of_turn import HearsTranscripts, SemanticVAD
 from agent.stages.interfaces import Closable, PartialTranscripts, SessionContext, VadEvent
 from agent.stages.pipeline import Pipeline
 from agent.wire.json_guard import clip
@@ -97,6 +99,13 @@ class AgentSession:
         self._client_errors = 0  # error messages the client sent
         self._response: asyncio.Task[None] | None = None
         self._interrupt_reason = ""
+        # Per turn: the final transcript of an attempt stopped (the user resumed) while
+        # its ASR was still finalizing; the continuation waits for those words.
+        self._unheard: dict[int, asyncio.Future[tuple[str, dict[str, Any] | None]]] = {}
+        # The semantic end of turn: when its model started on the current pause, and
+        # each turn's last decision (probability, text verdict, window) for its record.
+        self._turn_check_ns: int | None = None
+        self._end_of_turn: dict[int, dict[str, Any]] = {}
         self._sample = 0  # upstream samples received so far
         self._rate = pipeline.audio.sample_rate  # the session's, once hello has fixed it
         # Built after the handshake, which may fail first: until then, none.
@@ -197,6 +206,8 @@ class AgentSession:
                 for event in events:
                     await self._on_vad(event)
                 if partials is not None and (partial := partials.poll_partial()) is not None:
+                    if isinstance(vad, HearsTranscripts):
+                        vad.hear(partial)  # the semantic end of turn judges the text too
                     turn = self._book.partial_turn(self._sample)
                     await self.send(Transcript(turn=turn, text=partial, final=False))
             else:
@@ -312,9 +323,20 @@ class AgentSession:
             if stop is not None:
                 await self._stop_response(stop.reason)
             return
+        if event.kind == "turn_check":
+            self._turn_check_ns = now
+            return
         turn = self._book.end_of_turn(event.sample, now)
         on_stamp = self._telemetry.mark if self._telemetry is not None else None
         marks = TurnMarks(self.clock, turn.turn, turn.marks, on_stamp)
+        vad = self._stages.get("vad")
+        if isinstance(vad, SemanticVAD) and vad.checks:
+            # VAD silence = speech end → turn.check; turn model = turn.check → turn.complete.
+            if self._turn_check_ns is not None:
+                marks.stamp_at("turn.check", self._turn_check_ns)
+            marks.stamp_at("turn.complete", now)
+            self._end_of_turn[turn.turn] = vad.checks[-1].summary(vad.vad_rate)
+        self._turn_check_ns = None
         await self._stop_response(turn.stop_reason)
         self._book.reply_started(turn.turn)
         self._response = asyncio.create_task(self._run_turn(turn, marks))
@@ -340,10 +362,36 @@ class AgentSession:
 
     async def _run_turn(self, turn: StartTurn | ContinueTurn, marks: TurnMarks) -> None:
         try:
+            if isinstance(turn, ContinueTurn):
+                turn = await self._words_so_far(turn)
             await self._answer(turn, marks)
         finally:
             # In the task's last step, so the book and task.done() never disagree.
             self._book.reply_ended()
+
+    async def _words_so_far(self, decision: ContinueTurn) -> ContinueTurn:
+        """``decision`` with every word heard before its pause as the prefix: if the
+        attempt the user cut short was still finalizing, its transcript first."""
+        pending = self._unheard.get(decision.turn)
+        if pending is None:
+            return decision
+        try:
+            text, _ = await asyncio.shield(pending)  # cancelled here: it stays for the next attempt
+        except BackendError as exc:
+            log.warning(
+                "session %s turn %d: ASR of the words before a pause failed: %s",
+                self.session_id,
+                decision.turn,
+                exc,
+            )
+            text = ""
+        except asyncio.CancelledError:
+            if not pending.cancelled():
+                raise  # this attempt was stopped: the words wait for the next one
+            text = ""  # the ASR missed its deadline for them (the orchestrator gave up)
+        del self._unheard[decision.turn]
+        self._book.heard(decision.turn, text)
+        return dataclasses.replace(decision, prefix=self._book.words_so_far(decision.turn))
 
     async def _answer(self, decision: StartTurn | ContinueTurn, marks: TurnMarks) -> None:
         turn = decision.turn
@@ -371,6 +419,8 @@ class AgentSession:
         except asyncio.CancelledError:
             self._book.heard(turn, result.transcript)
             if self._interrupt_reason == CONTINUATION:
+                if not result.transcript and result.final is not None and not result.final.cancelled():
+                    self._unheard[turn] = result.final  # stopped while the ASR finalized
                 # The user was not done: the turn restarts at the next end of turn, so
                 # the client and the chat history see one answer to the whole utterance.
                 raise
@@ -394,6 +444,8 @@ class AgentSession:
         stats["reply"] = result.reply
         if (splits := self._book.vad_splits(turn)) is not None:
             stats["vad_splits"] = splits
+        if (verdict := self._end_of_turn.get(turn)) is not None:
+            stats["end_of_turn"] = verdict
         with contextlib.suppress(ConnectionClosed):
             await self.send(MarkList(turn=turn, marks=marks.marks))
             await self.send(ResponseDone(turn=turn, status=status, reason=reason, stats=stats))

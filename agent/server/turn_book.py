@@ -77,7 +77,10 @@ class StartTurn:
 class ContinueTurn:
     """A second end of turn inside one scripted utterance (the VAD split it at a
     pause): restart ``turn`` with ``prefix``, the words heard before the pause,
-    in front of its transcript. A reply still running stops silently first."""
+    in front of its transcript. A reply still running stops silently first.
+    ``prefix`` is what the book knew when the turn continued: an attempt stopped
+    while its ASR finalized tells the book its words later (:meth:`TurnBook.heard`),
+    and the session takes :meth:`TurnBook.words_so_far` before answering."""
 
     turn: int
     end_sample: int
@@ -134,7 +137,7 @@ class TurnBook:
             self._splits[turn] = self._splits.get(turn, 0) + 1
             # Endpointing is measured over the whole utterance: keep its first start.
             first_start = self._speech_starts.get(turn, speech_start_ns)
-            prefix = self._transcripts.get(turn, "")
+            prefix = self.words_so_far(turn)
             return ContinueTurn(turn, sample, script, self._marks(turn, first_start, t_ns), prefix)
         turn = script.turn if script is not None else self._next_free_turn()
         self._used.add(turn)
@@ -159,6 +162,11 @@ class TurnBook:
         self._replying = False
 
     # -- questions -----------------------------------------------------------
+
+    def words_so_far(self, turn: int) -> str:
+        """Everything heard of ``turn``'s utterance by its attempts so far ("" if nothing):
+        the prefix of its next continuation."""
+        return self._transcripts.get(turn, "")
 
     def partial_turn(self, sample: int) -> int:
         """The turn the user is speaking at ``sample`` (what partial transcripts belong to)."""

@@ -72,9 +72,10 @@ class SessionContext:
 
 @dataclass(frozen=True, slots=True)
 class VadEvent:
-    """``speech_start`` or ``end_of_turn``, at a sample position of the upstream audio."""
+    """``speech_start`` or ``end_of_turn``, at a sample position of the upstream audio;
+    ``turn_check``: an end-of-turn model started on a pause (only the ``semantic`` VAD)."""
 
-    kind: Literal["speech_start", "end_of_turn"]
+    kind: Literal["speech_start", "end_of_turn", "turn_check"]
     sample: int
 
 

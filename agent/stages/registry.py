@@ -14,6 +14,7 @@ from typing import Any
 
 from agent.stages.asr import EmulatedASR, EmulatedASRConfig
 from agent.stages.asr_whisper import WhisperASR, WhisperASRConfig  # faster_whisper loads when built
+from agent.stages.end_of_turn import SemanticVAD, SemanticVADConfig
 from agent.stages.interfaces import SessionContext
 from agent.stages.llm import EmulatedLLM, EmulatedLLMConfig
 from agent.stages.llm_llamacpp import LlamaCppLLM, LlamaCppLLMConfig  # llama_cpp loads with a model
@@ -150,6 +151,17 @@ _register(
         SileroVADConfig,
         SileroVAD,
         "Silero VAD v6 (ONNX, bundled with faster-whisper) with endpoint_ms of silence (extra: speech)",
+        virtual_time=False,
+    )
+)
+_register(
+    StageKind(
+        "vad",
+        "semantic",
+        SemanticVADConfig,
+        SemanticVAD,
+        "Silero VAD + Smart Turn v3.2 + transcript completeness, adaptive silence window "
+        "(extra: speech; weights: pip install --no-deps pipecat-ai)",
         virtual_time=False,
     )
 )

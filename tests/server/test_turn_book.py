@@ -165,6 +165,36 @@ def test_a_continuation_keeps_the_longest_transcript_heard() -> None:
     assert isinstance(again, ContinueTurn) and again.prefix == "Hi,"
 
 
+def test_words_heard_after_the_turn_continued_still_lead_it() -> None:
+    # The first attempt was stopped while its ASR was finalizing: the book decides
+    # the continuation before those words are known; the session asks again.
+    book = scripted(0, 3 * SECOND)
+    answer(book, SECOND // 2)
+    book.speech_start(SECOND // 2 + 3000, 2_500)
+    book.reply_ended()
+    again = book.end_of_turn(SECOND, 4_000)
+    assert isinstance(again, ContinueTurn) and again.prefix == ""
+    book.heard(0, "I'd like to book a table")  # the stopped attempt's final, late
+    assert book.words_so_far(0) == "I'd like to book a table"
+
+
+def test_every_split_of_one_utterance_adds_its_words() -> None:
+    # Two pauses: each attempt's transcript already carries the prefix it was given,
+    # so the third attempt starts from all the words before its pause.
+    book = scripted(0, 5 * SECOND)
+    answer(book, SECOND)
+    book.heard(0, "I'd like")
+    book.reply_ended()
+    second = book.end_of_turn(2 * SECOND, 0)
+    assert isinstance(second, ContinueTurn)
+    book.heard(0, f"{second.prefix} to book a table")
+    book.reply_ended()
+    third = book.end_of_turn(3 * SECOND, 0)
+    assert isinstance(third, ContinueTurn) and third.prefix == "I'd like to book a table"
+    assert book.vad_splits(0) == 2
+    assert book.words_so_far(1) == ""  # a turn never heard
+
+
 def test_a_continuation_without_a_first_speech_start_takes_the_resumed_one() -> None:
     book = scripted(0)
     book.end_of_turn(100, 1_000)  # no speech start heard (e.g. the VAD started mid-speech)
