@@ -18,12 +18,11 @@ from collections.abc import AsyncIterator, Awaitable, Coroutine
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
-from websockets.asyncio.client import ClientConnection
-
 from agent.audio import PCM
-from agent.client.connection import open_session, receive_until_closed, sync_clock
+from agent.client.connection import sync_clock
 from agent.client.dispatcher import MessageDispatcher
 from agent.client.recorder import StereoRecorder
+from agent.client.targets import AgentLink, open_target
 from agent.clock import Clock, utc_now
 from agent.errors import ConnectError
 from agent.metrics.clocksync import OffsetEstimate
@@ -65,7 +64,7 @@ class ClientRun:
     """A connected session and its run folder, from the hellos to the last file."""
 
     def __init__(
-        self, url: str, ws: ClientConnection, hello: Hello, clock: Clock, writer: RunWriter, started_ns: int
+        self, url: str, ws: AgentLink, hello: Hello, clock: Clock, writer: RunWriter, started_ns: int
     ) -> None:
         assert hello.sample_rate is not None and hello.frame_ms is not None  # checked by open_session
         self.url = url
@@ -121,6 +120,7 @@ class ClientRun:
             **(manifest_extra or ManifestExtra()),  # type: ignore[typeddict-item]
         }
         self._manifest = manifest
+        self._describe_target()
         # On disk from the start, so a folder whose process was killed outright says "running".
         self.write_manifest()
         self.spawn(self._receive(client))
@@ -145,9 +145,12 @@ class ClientRun:
         self._tasks.append(task)
         return task
 
-    async def sync_clock(self, rounds: int, *, at: Literal["start", "end"]) -> OffsetEstimate:
+    async def sync_clock(self, rounds: int, *, at: Literal["start", "end"]) -> OffsetEstimate | None:
         """Estimate the server clock's offset (recorded in the manifest as
-        ``offset_<at>``); the one at the start places the server's marks."""
+        ``offset_<at>``); the one at the start places the server's marks. None: a
+        black-box agent has no clock to ask (and no marks to place)."""
+        if not self.ws.answers_pings:
+            return None
         offset = await self.unless_closed(sync_clock(self.ping, self.clock, rounds))
         if at == "start":
             self.manifest["clock"]["offset_start"] = offset.as_dict()
@@ -161,15 +164,17 @@ class ClientRun:
         self.origin_ns = self.clock.now_ns()
         self.manifest["clock"]["origin_ns"] = self.origin_ns - self.started_ns
 
+    def _describe_target(self) -> None:
+        if (target := self.ws.describe()) is not None:  # a black-box agent's settings
+            self.manifest["target"] = target
+
     def write_manifest(self) -> None:
         self.writer.write_json("manifest.json", self.manifest)
 
     # -- the connection ----------------------------------------------------------
 
     async def _receive(self, client: RunClient) -> None:
-        self._close(
-            await receive_until_closed(self.ws, self.clock, client.on_audio, self.dispatcher.dispatch)
-        )
+        self._close(await self.ws.receive(self.clock, client.on_audio, self.dispatcher.dispatch))
 
     def _close(self, reason: str) -> None:
         if not self._closed.done():
@@ -233,6 +238,7 @@ class ClientRun:
         # Both clients say in the summary whether the run reached its end.
         complete = not cut_off and summary.get("completed", True)
         self.manifest["state"] = "complete" if complete else "interrupted"
+        self._describe_target()
         self.writer.write_json("summary.json", summary)
         self.write_manifest()
         client.recorder.write(self.writer.dir / "recording.wav")
@@ -251,7 +257,7 @@ async def client_run(
     """Connect to the agent at ``url`` (None: the agent's audio format) and
     write the run into ``run_dir``, however the block ends."""
     started = clock.now_ns()
-    ws, hello = await open_session(url, clock, sample_rate, frame_ms)
+    ws, hello = await open_target(url, clock, sample_rate, frame_ms)
     try:
         writer = RunWriter(run_dir)
     except BaseException:

@@ -348,6 +348,8 @@ class Manifest(TypedDict):
     environment: Environment
     pipeline: NotRequired[dict[str, Any]]
     """The pipeline's settings as loaded (Pipeline.as_dict); only for an in-process agent."""
+    target: NotRequired[dict[str, Any]]
+    """Only for a black-box agent (docs/black-box.md): its kind (``pcm-ws``) and settings."""
     devices: NotRequired[Devices]
     """Live only."""
     playout: NotRequired[PlayoutCounters]

@@ -161,8 +161,12 @@ def replay_runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return out
 
 
+#: Keys only a run against a black-box target writes (docs/black-box.md).
+BLACK_BOX_ONLY = {"manifest": {"target"}}
+
+
 def _all_but(td: Any, kind: str, only_other: dict[str, set[str]]) -> set[str]:
-    return declared(td) - only_other[kind]
+    return declared(td) - only_other[kind] - BLACK_BOX_ONLY.get(kind, set())
 
 
 def test_replay_turn_records_are_turn_records(replay_runs: list[Path]) -> None:
@@ -216,3 +220,32 @@ def test_live_run_folder_matches_the_types(tmp_path: Path) -> None:
     assert set(manifest) == _all_but(Manifest, "manifest", REPLAY_ONLY)
     assert set(manifest["clock"]) == declared(ManifestClock) - {"offset_end"}
     assert manifest["kind"] == "demo"
+
+
+def test_black_box_run_folder_matches_the_types(tmp_path: Path) -> None:
+    """A replay through the plain PCM target: the replay's shapes, plus the manifest's
+    ``target``, minus the clock offsets (a black box has no clock to ask)."""
+    from agent.client.replay import replay
+    from agent.jobs.pcm_facade import PcmFacade
+    from agent.server.app import AgentServer
+    from tests.conftest import live_test_pipeline
+
+    (tmp_path / "energy.toml").write_text(live_test_pipeline())
+    pipeline = load_pipeline(tmp_path / "energy.toml")
+    scenario = load_scenario(SCENARIOS / "barge-in.yaml")
+
+    async def main(clock: clocks.Clock) -> Any:
+        async with AgentServer(pipeline, clock) as server, PcmFacade(server.url, clock) as facade:
+            return await replay(scenario, facade.pcm_url(), clock, tmp_path / "run")
+
+    clocks.run(main, virtual=True)
+    records, summary, manifest = _read(tmp_path / "run")
+    assert len(records) == len(scenario.turns)
+    for record in records:
+        assert problems(record, TurnRecord) == []
+        assert set(record) == _all_but(TurnRecord, "record", LIVE_ONLY)
+        assert set(record["latency_ms"]) == _all_but(LatencyMs, "latency_ms", LIVE_ONLY)
+    assert problems(summary, Summary) == []
+    assert problems(manifest, Manifest) == []
+    assert set(manifest) == _all_but(Manifest, "manifest", LIVE_ONLY) - {"pipeline"} | {"target"}
+    assert set(manifest["clock"]) == declared(ManifestClock) - {"offset_start", "offset_end"}
