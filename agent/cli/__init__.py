@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from agent import __version__
+from agent.cli.analyze import add_analyze_command
 from agent.cli.audio_devices import add_devices_command, add_virtual_mic_command
 from agent.cli.demo import add_demo_command
 from agent.cli.exit_codes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_regress_command(commands)
     add_sweep_command(commands)
     add_report_command(commands)
+    add_analyze_command(commands)
     add_devices_command(commands)
     add_virtual_mic_command(commands)
     add_demo_command(commands)

@@ -224,7 +224,10 @@ class _Replay:
                 k += 1
                 continue
             ct, utt, base = current
-            pcm = utt.pcm[first - base : first - base + self.frame]
+            # Speech may begin a frame or two after this one (the microphone ran late):
+            # a negative start would slice the utterance's end into the silence before it.
+            at = first - base
+            pcm = utt.pcm[max(0, at) : max(0, at + self.frame)]
             if len(pcm) < self.frame:
                 pcm = np.concatenate((pcm, self._silence[: self.frame - len(pcm)]))
             await self.ws.send(pcm_to_bytes(pcm))

@@ -19,6 +19,7 @@ from typing import Any, Literal, NotRequired, Required, TypedDict
 
 __all__ = [
     "AgentInfo",
+    "AnalysisSettings",
     "AsrStats",
     "AudioFormat",
     "BargeIn",
@@ -27,6 +28,7 @@ __all__ = [
     "Devices",
     "Environment",
     "Expectation",
+    "HeardFigures",
     "ItlStats",
     "LatencyMs",
     "LlmStats",
@@ -162,6 +164,25 @@ class TurnPlayout(TypedDict):
     """Underruns of the whole session up to this turn's end."""
 
 
+class HeardFigures(TypedDict):
+    """``vlt analyze`` only: the turn as heard in a recording (agent.metrics.heard_turns),
+    in ms from the recording's start."""
+
+    speech_start_ms: float
+    speech_end_ms: float
+    reply_start_ms: float | None
+    reply_end_ms: float | None
+    """The end of the reply's last sound (it may run past the caller's next start)."""
+    reply_sound_ms: float
+    reply_silences_ms: list[float]
+    """Each silence inside the reply at least the analysis' gap_ms long, in order."""
+    longest_reply_silence_ms: float | None
+    overlap_ms: float
+    """Caller and agent both audible during the caller's speech."""
+    talk_over_ms: float
+    """The part of the overlap from agent sound that began while the caller spoke."""
+
+
 class TurnRecord(TypedDict):
     """One line of ``turns.jsonl``, written (and fsynced) when the turn ends."""
 
@@ -194,6 +215,8 @@ class TurnRecord(TypedDict):
     barge_in: BargeIn | None
     playout: NotRequired[TurnPlayout]
     """Live only."""
+    heard: NotRequired[HeardFigures]
+    """``vlt analyze`` only."""
     expectations: list[Expectation]
     passed: bool
     """The status counts as answered and every expectation held."""
@@ -315,6 +338,18 @@ class PlayoutCounters(TypedDict):
     """Microphone frames replaced by silence while the agent was audible (half-duplex)."""
 
 
+class AnalysisSettings(TypedDict):
+    """``vlt analyze``: the recording and the rule its turns were found by."""
+
+    files: list[str]
+    caller: Literal["left", "right", "first file"]
+    turns_from: Literal["scenario", "energy"]
+    threshold_dbfs: float
+    turn_gap_ms: float
+    bridge_ms: float
+    gap_ms: float
+
+
 class ManifestDetails(TypedDict, total=False):
     """What a client puts after the audio format: the replay its scenario, the live client its options."""
 
@@ -331,7 +366,7 @@ class ManifestExtra(TypedDict, total=False):
 class Manifest(TypedDict):
     """``manifest.json``: written when the run starts, rewritten when it ends."""
 
-    kind: Literal["replay", "demo"]
+    kind: Literal["replay", "demo", "analyze"]
     state: Literal["running", "complete", "interrupted"]
     """``running`` from the first write until the run ends (a folder left so was
     killed outright); then ``complete``, or ``interrupted`` when a signal, an
@@ -348,6 +383,8 @@ class Manifest(TypedDict):
     environment: Environment
     pipeline: NotRequired[dict[str, Any]]
     """The pipeline's settings as loaded (Pipeline.as_dict); only for an in-process agent."""
+    analysis: NotRequired[AnalysisSettings]
+    """``vlt analyze`` only: what was analysed and how."""
     target: NotRequired[dict[str, Any]]
     """Only for a black-box agent (docs/black-box.md): its kind (``pcm-ws``) and settings."""
     devices: NotRequired[Devices]

@@ -122,18 +122,18 @@ def test_latency_ms_declares_every_hop_and_summary_metric() -> None:
 
 #: Keys only the live client writes.
 LIVE_ONLY = {
-    "record": {"playout"},
+    "record": {"playout", "heard"},
     "latency_ms": {"playout", "voice_to_voice_arrival"},
     "barge_in": set(),
-    "manifest": {"options", "devices", "playout", "closed"},
+    "manifest": {"options", "devices", "playout", "closed", "analysis"},
 }
 #: Keys only the replay client writes (and ``pipeline``, which only run_scenario's
 #: in-process agent adds: the live test session passes no manifest_extra).
 REPLAY_ONLY = {
-    "record": {"scripted_reply", "barge_in_ms"},
+    "record": {"scripted_reply", "barge_in_ms", "heard"},
     "latency_ms": set(),
     "barge_in": {"interrupted_status"},
-    "manifest": {"scenario", "completed", "pipeline"},
+    "manifest": {"scenario", "completed", "pipeline", "analysis"},
 }
 
 
@@ -249,3 +249,28 @@ def test_black_box_run_folder_matches_the_types(tmp_path: Path) -> None:
     assert problems(manifest, Manifest) == []
     assert set(manifest) == _all_but(Manifest, "manifest", LIVE_ONLY) - {"pipeline"} | {"target"}
     assert set(manifest["clock"]) == declared(ManifestClock) - {"offset_start", "offset_end"}
+
+
+def test_analyze_run_folder_matches_the_types(replay_runs: list[Path], tmp_path: Path) -> None:
+    """``vlt analyze`` of a replay's recording: a replay's record shapes less what only a
+    protocol tells (scripted reply, barge-in status), plus ``heard``; its own manifest."""
+    from agent.jobs.analyze import analyze_recording
+    from agent.metrics.records import AnalysisSettings, HeardFigures
+
+    for run_dir in replay_runs:
+        result = analyze_recording([run_dir / "recording.wav"], tmp_path / run_dir.parent.name)
+        records, summary, manifest = _read(result.run_dir)
+        for record in records:
+            assert problems(record, TurnRecord) == []
+            assert set(record) == _all_but(TurnRecord, "record", LIVE_ONLY) - {
+                "scripted_reply",
+                "barge_in_ms",
+            } | {"heard"}
+            assert set(record["heard"]) == declared(HeardFigures)
+            if record["barge_in"] is not None:
+                assert set(record["barge_in"]) == declared(BargeIn) - {"interrupted_status"}
+        assert problems(summary, Summary) == []
+        assert list(summary["metrics_ms"]) == list(METRICS)
+        assert problems(manifest, Manifest) == []
+        assert set(manifest["analysis"]) == declared(AnalysisSettings)
+        assert manifest["kind"] == "analyze"
