@@ -21,6 +21,7 @@ __all__ = [
     "AgentInfo",
     "AnalysisSettings",
     "AsrStats",
+    "AssertionResult",
     "AudioFormat",
     "BargeIn",
     "ClockOffset",
@@ -151,9 +152,11 @@ class BargeIn(TypedDict):
 class Expectation(TypedDict):
     """One of the scenario's checks on this turn (replay only; a live turn has none)."""
 
-    check: Literal["contains", "max_v2v_ms"]
+    check: Literal["contains", "max_v2v_ms", "no_reply", "not_interrupted"]
     value: str | float
-    """The phrase the reply must contain, or the voice-to-voice limit in ms."""
+    """The phrase the reply must contain, the voice-to-voice limit in ms; for
+    ``no_reply`` this turn's number, for ``not_interrupted`` the number of the turn
+    whose reply a no-reply turn talked over (it must not have stopped)."""
     ok: bool
 
 
@@ -250,6 +253,16 @@ class WerSummary(TypedDict):
     reference_words: int
 
 
+class AssertionResult(TypedDict):
+    """One check of a scenario's ``assert`` block (agent.metrics.assertions)."""
+
+    check: Literal["v2v_p50_ms", "v2v_p95_ms", "missed_responses", "wer"]
+    limit: float
+    value: float | None
+    """The run's figure; None if it could not be measured (the check fails)."""
+    ok: bool
+
+
 class Summary(TypedDict):
     """``summary.json``."""
 
@@ -261,6 +274,8 @@ class Summary(TypedDict):
     metrics_ms: dict[str, MetricStats]
     """agent.metrics.results.METRICS (live: plus ``voice_to_voice_arrival``) → stats."""
     wer: WerSummary
+    assertions: NotRequired[list[AssertionResult]]
+    """Replay only, when the scenario has an ``assert`` block."""
     completed: NotRequired[bool]
     """Written by both clients: the run reached its end (replay) or was not closed by the agent (live)."""
 

@@ -188,7 +188,7 @@ def test_replay_summary_is_a_summary(replay_runs: list[Path]) -> None:
     for run_dir in replay_runs:
         _, summary, _ = _read(run_dir)
         assert problems(summary, Summary) == []
-        assert set(summary) == declared(Summary)
+        assert set(summary) == declared(Summary) - {"assertions"}  # only with an assert block
         assert list(summary["metrics_ms"]) == list(METRICS)
 
 
@@ -214,7 +214,7 @@ def test_live_run_folder_matches_the_types(tmp_path: Path) -> None:
     barge_in = records[1]["barge_in"]
     assert barge_in is not None and set(barge_in) == _all_but(BargeIn, "barge_in", REPLAY_ONLY)
     assert problems(summary, Summary) == []
-    assert set(summary) == declared(Summary)
+    assert set(summary) == declared(Summary) - {"assertions"}  # only with an assert block
     assert list(summary["metrics_ms"]) == [*METRICS, "voice_to_voice_arrival"]
     assert problems(manifest, Manifest) == []
     assert set(manifest) == _all_but(Manifest, "manifest", REPLAY_ONLY)

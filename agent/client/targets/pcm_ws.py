@@ -38,7 +38,7 @@ from agent.audio import PCM, bytes_to_pcm
 from agent.client.connection import CONNECT_TIMEOUT_S
 from agent.client.targets.heard_replies import AudioOut, HeardReplies, Out, ReplyEnd
 from agent.clock import Clock
-from agent.errors import ConfigError, ConnectError
+from agent.errors import ConfigError, ConnectError, UnreachableError
 from agent.wire.protocol import Hello, ResponseDone, Script, decode
 
 __all__ = ["PCM_SCHEMES", "PcmWsLink", "PcmWsTarget", "open_pcm_ws", "parse_pcm_ws_url"]
@@ -231,14 +231,14 @@ async def open_pcm_ws(url: str, clock: Clock) -> tuple[PcmWsLink, Hello]:
         raise ConnectError(f"{url}: not a websocket URL (expected pcm+ws://host:port)") from None
     except (OSError, TimeoutError) as exc:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
-        raise ConnectError(f"cannot reach agent at {target.url}: {reason}") from None
+        raise UnreachableError(f"cannot reach agent at {target.url}: {reason}") from None
     except InvalidHandshake as exc:
-        raise ConnectError(f"{target.url} did not accept a websocket: {exc}") from None
+        raise UnreachableError(f"{target.url} did not accept a websocket: {exc}") from None
     if target.start_message is not None:
         try:
             await ws.send(target.start_message)
         except ConnectionClosed as exc:
-            raise ConnectError(f"agent at {target.url} closed the connection: {exc}") from None
+            raise UnreachableError(f"agent at {target.url} closed the connection: {exc}") from None
     hello = Hello(
         protocol=0,
         sample_rate=target.sample_rate,
