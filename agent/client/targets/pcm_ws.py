@@ -14,7 +14,13 @@ the fragment, which never leaves vlt, holds its settings:
 - ``reply_end_ms`` (default 1500): silence after a reply's last sound that
   ends the reply (agent/client/targets/heard_replies.py).
 
-The agent's text frames are ignored (counted in the manifest). What the target
+``pipecat+ws://`` (``pipecat+wss://``) is the same target speaking Pipecat's
+websocket transport with its ``ProtobufFrameSerializer``: each frame is a
+protobuf ``Frame``, audio in ``AudioRawFrame`` (agent/client/targets/pipecat_frames.py);
+the agent's audio at another rate is resampled to ``rate``.
+
+The agent's text frames (and, for Pipecat, its non-audio frames) are ignored
+(counted in the manifest). What the target
 cannot tell — marks, transcripts, reply text, token counts — stays absent from
 the turn records; voice-to-voice and barge-in stop come from the audio.
 """
@@ -34,16 +40,17 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from agent.audio import PCM, bytes_to_pcm
+from agent.audio import PCM, bytes_to_pcm, resample, to_mono
 from agent.client.connection import CONNECT_TIMEOUT_S
 from agent.client.targets.heard_replies import AudioOut, HeardReplies, Out, ReplyEnd
+from agent.client.targets.pipecat_frames import FrameError, decode_audio, encode_audio
 from agent.clock import Clock
-from agent.errors import ConfigError, ConnectError, UnreachableError
+from agent.errors import ConfigError, ConnectError, ProtocolError, UnreachableError
 from agent.wire.protocol import Hello, ResponseDone, Script, decode
 
 __all__ = ["PCM_SCHEMES", "PcmWsLink", "PcmWsTarget", "open_pcm_ws", "parse_pcm_ws_url"]
 
-PCM_SCHEMES = ("pcm+ws", "pcm+wss")
+PCM_SCHEMES = ("pcm+ws", "pcm+wss", "pipecat+ws", "pipecat+wss")
 _SETTINGS = ("rate", "frame_ms", "start", "reply_end_ms")
 
 
@@ -57,10 +64,12 @@ class PcmWsTarget:
     frame_ms: int = 20
     start_message: str | None = None
     reply_end_ms: float = 1500.0
+    #: ``pcm-ws``: bare PCM frames; ``pipecat-ws``: Pipecat's protobuf frames.
+    kind: str = "pcm-ws"
 
     def describe(self) -> dict[str, Any]:
         return {
-            "kind": "pcm-ws",
+            "kind": self.kind,
             "url": self.url,
             "sample_rate": self.sample_rate,
             "frame_ms": self.frame_ms,
@@ -73,8 +82,9 @@ def parse_pcm_ws_url(url: str) -> PcmWsTarget:
     """A ``pcm+ws://…#settings`` URL → the target; :class:`ConfigError` names a bad setting."""
     parts = urlsplit(url)
     if parts.scheme not in PCM_SCHEMES:
-        raise ConfigError(f"{url}: not a plain PCM target (expected pcm+ws:// or pcm+wss://)")
-    ws_url = urlunsplit((parts.scheme.removeprefix("pcm+"), parts.netloc, parts.path, parts.query, ""))
+        raise ConfigError(f"{url}: not a black-box target (expected pcm+ws:// or pipecat+ws://)")
+    prefix, _, scheme = parts.scheme.partition("+")
+    ws_url = urlunsplit((scheme, parts.netloc, parts.path, parts.query, ""))
     settings = dict(parse_qsl(parts.fragment, keep_blank_values=True))
     unknown = sorted(set(settings) - set(_SETTINGS))
     if unknown:
@@ -98,7 +108,8 @@ def parse_pcm_ws_url(url: str) -> PcmWsTarget:
             raise ConfigError(
                 f"{url}: the start message is not JSON ({exc.msg}, column {exc.colno})"
             ) from None
-    return PcmWsTarget(ws_url, rate, frame_ms, start, reply_end)
+    kind = "pipecat-ws" if prefix == "pipecat" else "pcm-ws"
+    return PcmWsTarget(ws_url, rate, frame_ms, start, reply_end, kind)
 
 
 def _number(
@@ -126,12 +137,14 @@ class PcmWsLink:
         self.ws = ws
         self.replies = HeardReplies(target.sample_rate, target.reply_end_ms)
         self.text_frames = 0
+        self.other_frames = 0  # a Pipecat agent's frames that carry no audio
+        self._pipecat = target.kind == "pipecat-ws"
         self._outs: list[Out] = []
         self._wake = asyncio.Event()
 
     async def send(self, data: str | bytes) -> None:
         if isinstance(data, bytes):
-            await self.ws.send(data)
+            await self.ws.send(encode_audio(data, self.target.sample_rate) if self._pipecat else data)
             self._post(self.replies.sent(len(data) // 2))
             return
         # The client's protocol messages stay here; a script says where the turn's speech ends.
@@ -158,10 +171,9 @@ class PcmWsLink:
                     break
                 if isinstance(got, tuple):
                     data, arrived = got
-                    if isinstance(data, str):
-                        self.text_frames += 1
-                    else:
-                        self._outs += self.replies.frame(bytes_to_pcm(data), arrived)
+                    pcm = self._audio(data)
+                    if pcm is not None:
+                        self._outs += self.replies.frame(pcm, arrived)
                 self._outs += self.replies.tick(clock.now_ns())
                 outs, self._outs = self._outs, []
                 for out in outs:
@@ -169,6 +181,8 @@ class PcmWsLink:
                         on_audio(out.pcm, out.arrived_ns)
                     else:
                         on_message(_done(out), clock.now_ns())
+        except ProtocolError as exc:
+            return f"agent broke the protocol: {exc}"
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -176,6 +190,30 @@ class PcmWsLink:
         code = self.ws.close_code
         reason = f"code {code} {self.ws.close_reason or ''}".strip() if code else "connection lost"
         return f"agent closed the connection ({reason})"
+
+    def _audio(self, data: bytes | str) -> PCM | None:
+        """The agent's audio in a frame, at the target's rate; None (counted) for anything else."""
+        if isinstance(data, str):
+            self.text_frames += 1
+            return None
+        if not self._pipecat:
+            return bytes_to_pcm(data)
+        try:
+            audio = decode_audio(data)
+        except FrameError as exc:
+            raise ProtocolError(
+                "bad_frame", f"agent at {self.target.url} sent a non-protobuf frame: {exc}"
+            ) from None
+        if audio is None:
+            self.other_frames += 1
+            return None
+        raw, rate, channels = audio
+        pcm = bytes_to_pcm(raw)
+        if channels == 2:
+            pcm = to_mono(pcm.reshape(-1, 2))
+        return (
+            resample(pcm, rate, self.target.sample_rate) if rate and rate != self.target.sample_rate else pcm
+        )
 
     async def _read(self, clock: Clock, frames: asyncio.Queue[tuple[bytes | str, int] | None]) -> None:
         try:
@@ -189,7 +227,10 @@ class PcmWsLink:
         await self.ws.close()
 
     def describe(self) -> dict[str, Any]:
-        return {**self.target.describe(), "text_frames_ignored": self.text_frames}
+        ignored = {"text_frames_ignored": self.text_frames}
+        if self._pipecat:
+            ignored["other_frames_ignored"] = self.other_frames
+        return {**self.target.describe(), **ignored}
 
 
 _CLOSED = object()
@@ -244,6 +285,6 @@ async def open_pcm_ws(url: str, clock: Clock) -> tuple[PcmWsLink, Hello]:
         sample_rate=target.sample_rate,
         frame_ms=target.frame_ms,
         role="agent",
-        software="pcm-ws (black box)",
+        software=f"{target.kind} (black box)",
     )
     return PcmWsLink(target, ws), hello
