@@ -122,9 +122,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     def on_point(row: dict[str, Any]) -> None:
         sys.stderr.write("\r" + " " * 100 + "\r")
         error = row["pred_error_ms"]
+        model = "-" if row["pred_v2v_p50"] is None else f"{row['pred_v2v_p50']:8.1f}"
         print(
             f"{row['point']:<40} n={row['n']:<4} v2v p50 {row['v2v_p50'] or 0:8.1f} ms  "
-            f"p95 {row['v2v_p95'] or 0:8.1f}  model {row['pred_v2v_p50'] or 0:8.1f}  "
+            f"p95 {row['v2v_p95'] or 0:8.1f}  model {model:>8}  "
             f"error {'-' if error is None else f'{error:+.1f}'} ms",
             flush=True,
         )

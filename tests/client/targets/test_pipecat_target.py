@@ -76,3 +76,32 @@ def test_a_pipecat_pipeline_answers_through_the_protobuf_target(
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
     assert manifest["target"]["kind"] == "pipecat-ws"
     assert manifest["agent"]["software"] == "pipecat-ws (black box)"
+
+
+@pytest.mark.timeout(240)
+def test_a_pipecat_bot_swept_over_the_emulators_ttft(tmp_path: Path) -> None:
+    """examples/pipecat_bot.py: Pipecat's OpenAILLMService on the sweep's emulator."""
+    from tests.cli.test_cli import vlt
+
+    out = tmp_path / "sweep"
+    result = vlt(
+        "sweep",
+        "--scenario",
+        "scenarios/quick-3-turn.yaml",
+        "--agent-cmd",
+        f"exec {PYTHON} examples/pipecat_bot.py --llm-url {{llm_url}} --port {{port}} 2>/dev/null",
+        "--url",
+        "pipecat+ws://127.0.0.1:{port}#rate=16000&reply_end_ms=1000",
+        "--tps",
+        "100",
+        "--ttft-ms",
+        "100,500",
+        "--out",
+        str(out),
+        timeout=230,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    fast, slow = json.loads((out / "sweep.json").read_text())["points"]
+    assert fast["n"] == slow["n"] == 3
+    # 400 ms more TTFT at the emulator reaches the caller through Pipecat's LLM service.
+    assert slow["v2v_p50"] - fast["v2v_p50"] == pytest.approx(400, abs=100)
