@@ -53,12 +53,13 @@ def _fill(template: str, llm_url: str, port: int) -> str:
     return template.replace("{llm_url}", llm_url).replace("{port}", str(port))
 
 
-async def _wait_listening(url: str, process: asyncio.subprocess.Process, timeout_s: float) -> None:
+async def _wait_listening(
+    url: str, process: asyncio.subprocess.Process, clock: Clock, timeout_s: float
+) -> None:
     parts = urlsplit(url)
     host = parts.hostname or "127.0.0.1"
     port = parts.port or (443 if parts.scheme.endswith("wss") else 80)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
+    deadline = clock.now_ns() + round(timeout_s * 1e9)
     while True:
         if process.returncode is not None:
             raise UnreachableError(
@@ -67,11 +68,11 @@ async def _wait_listening(url: str, process: asyncio.subprocess.Process, timeout
         try:
             _, writer = await asyncio.open_connection(host, port)
         except OSError:
-            if loop.time() > deadline:
+            if clock.now_ns() > deadline:
                 raise UnreachableError(
                     f"the agent command did not listen on {host}:{port} within {timeout_s:g} s"
                 ) from None
-            await asyncio.sleep(0.2)
+            await clock.sleep_until(clock.now_ns() + 200_000_000)
             continue
         writer.close()
         with contextlib.suppress(OSError):
@@ -80,11 +81,11 @@ async def _wait_listening(url: str, process: asyncio.subprocess.Process, timeout
 
 
 @contextlib.asynccontextmanager
-async def _agent(command: str, url: str, ready_timeout_s: float) -> AsyncIterator[None]:
+async def _agent(command: str, url: str, clock: Clock, ready_timeout_s: float) -> AsyncIterator[None]:
     # Its own process group, so a shell command's children stop with it.
     process = await asyncio.create_subprocess_shell(command, start_new_session=True)
     try:
-        await _wait_listening(url, process, ready_timeout_s)
+        await _wait_listening(url, process, clock, ready_timeout_s)
         yield
     finally:
         if process.returncode is None:
@@ -162,7 +163,7 @@ async def run_agent_sweep(
             async with LLMEmulatorServer(profile, clock) as llm:
                 port = _free_port()
                 agent_url = _fill(url, llm.base_url, port)
-                async with _agent(_fill(command, llm.base_url, port), agent_url, ready_timeout_s):
+                async with _agent(_fill(command, llm.base_url, port), agent_url, clock, ready_timeout_s):
                     for rep in range(repeat):
                         for scenario in scenarios:
                             progress(point.key)
