@@ -35,6 +35,7 @@ __all__ = [
     "frame_rms_dbfs",
     "pcm_to_bytes",
     "read_wav",
+    "read_wav_channels",
     "resample",
     "speech_bounds",
     "speechlike",
@@ -198,6 +199,12 @@ def read_wav(path: str | Path) -> tuple[PCM, int]:
     Anything else — missing, unreadable, not a WAV, another sample width, no
     audio frames — raises :class:`AudioFileError` naming the file.
     """
+    pcm, rate = read_wav_channels(path)
+    return (to_mono(pcm) if pcm.ndim == 2 else pcm), rate
+
+
+def read_wav_channels(path: str | Path) -> tuple[PCM, int]:
+    """As :func:`read_wav`, keeping a stereo file's channels (shape ``(n, 2)``)."""
     try:
         with wave.open(str(path), "rb") as f:
             width, channels, rate = f.getsampwidth(), f.getnchannels(), f.getframerate()
@@ -221,9 +228,7 @@ def read_wav(path: str | Path) -> tuple[PCM, int]:
     if rate <= 0:
         raise AudioFileError(path, f"has an invalid sample rate {rate}")
     pcm = np.frombuffer(data[: frames * 2 * channels], "<i2").astype(np.int16)
-    if channels == 2:
-        pcm = to_mono(pcm.reshape(frames, 2))
-    return pcm, rate
+    return (pcm.reshape(frames, 2) if channels == 2 else pcm), rate
 
 
 def write_wav(path: str | Path, pcm: PCM, sample_rate: int) -> None:

@@ -21,6 +21,7 @@ __all__ = [
     "ConnectError",
     "ProtocolError",
     "ScenarioError",
+    "UnreachableError",
     "VltError",
     "where",
 ]
@@ -101,3 +102,9 @@ class ProtocolError(VltError):
 
 class ConnectError(VltError):
     """A server cannot be reached, or cannot listen where it was asked to."""
+
+
+class UnreachableError(ConnectError):
+    """The agent to measure could not be connected to (nothing listening, the
+    handshake refused or never finished): ``vlt`` exits 3, not 2, so a CI job can
+    tell "the agent is down" from "the test is wrong"."""

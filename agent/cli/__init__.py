@@ -16,9 +16,10 @@ import sys
 from collections.abc import Sequence
 
 from agent import __version__
+from agent.cli.analyze import add_analyze_command
 from agent.cli.audio_devices import add_devices_command, add_virtual_mic_command
 from agent.cli.demo import add_demo_command
-from agent.cli.exit_codes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED
+from agent.cli.exit_codes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_UNREACHABLE
 from agent.cli.fleet import add_record_command, add_watch_command
 from agent.cli.profiles import add_profiles_command
 from agent.cli.regress import add_baseline_command, add_regress_command
@@ -26,7 +27,7 @@ from agent.cli.replay import add_replay_command
 from agent.cli.serve import add_serve_commands
 from agent.cli.signals import sigterm_as_interrupt, terminated
 from agent.cli.sweep import add_report_command, add_sweep_command
-from agent.errors import VltError
+from agent.errors import UnreachableError, VltError
 from agent.metrics.redact import redact
 
 __all__ = ["build_parser", "main"]
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_regress_command(commands)
     add_sweep_command(commands)
     add_report_command(commands)
+    add_analyze_command(commands)
     add_devices_command(commands)
     add_virtual_mic_command(commands)
     add_demo_command(commands)
@@ -78,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"vlt: error: {redact(str(exc))}", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_UNREACHABLE if isinstance(exc, UnreachableError) else EXIT_ERROR
     except (KeyboardInterrupt, asyncio.CancelledError) as exc:
         if handle_term and terminated():
             print("vlt: terminated (SIGTERM); finished turns are on disk", file=sys.stderr)

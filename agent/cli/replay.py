@@ -110,5 +110,10 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     if result.offset is not None and not args.quiet:
         offset = result.offset
         print(f"clock offset {offset.offset_ns / 1e6:+.3f} ms ± {offset.uncertainty_ns / 1e6:.3f} ms")
+    assertions = result.summary.get("assertions", [])
+    for check in assertions:
+        value = "not measured" if check["value"] is None else f"{check['value']:g}"
+        print(f"assert {check['check']} <= {check['limit']:g}: {value} {'ok' if check['ok'] else 'FAILED'}")
     print(f"results: {result.run_dir}")
-    return EXIT_FAILED if result.summary["expectations_failed"] else EXIT_OK
+    failed = result.summary["expectations_failed"] or not all(c["ok"] for c in assertions)
+    return EXIT_FAILED if failed else EXIT_OK

@@ -32,7 +32,15 @@ def add_sweep_command(commands: Subcommands) -> None:
     sw.add_argument(
         "--scenario", type=Path, action="append", required=True, help="scenario YAML (repeatable)"
     )
-    sw.add_argument("--pipeline", required=True, help="pipeline TOML (path or name in pipelines/)")
+    sw.add_argument("--pipeline", help="pipeline TOML (path or name in pipelines/) of vlt's agent")
+    sw.add_argument(
+        "--agent-cmd",
+        help="instead of --pipeline: a shell command starting any agent, with {llm_url} (the emulated "
+        "LLM's OpenAI base_url) and {port} filled in per point; needs --url (docs/black-box.md)",
+    )
+    sw.add_argument(
+        "--url", help="with --agent-cmd: the agent's URL, {port} filled in (ws://, pcm+ws://, pipecat+ws://)"
+    )
     sw.add_argument(
         "--tps", help=f"comma-separated tokens/s (default {','.join(f'{t:g}' for t in DEFAULT_TPS)})"
     )
@@ -76,8 +84,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     if args.repeat < 1:
         raise ConfigError(f"--repeat must be >= 1, got {args.repeat}")
+    if (args.pipeline is None) == (args.agent_cmd is None):
+        raise ConfigError("give either --pipeline (vlt's agent) or --agent-cmd with --url (any agent)")
+    if (args.agent_cmd is None) != (args.url is None):
+        raise ConfigError("--agent-cmd and --url go together: the command starts the agent the URL reaches")
     scenarios = [load_scenario(path) for path in args.scenario]
-    pipeline = load_pipeline(resolve_pipeline(args.pipeline))
     if args.profiles is not None:
         if args.tps is not None or args.ttft_ms is not None:
             raise ConfigError("--profiles replaces the grid: drop --tps / --ttft-ms")
@@ -89,12 +100,18 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         points = grid_points(
             floats(args.tps, DEFAULT_TPS, "--tps"), floats(args.ttft_ms, DEFAULT_TTFT_MS, "--ttft-ms")
         )
-    clock = args.clock or ("virtual" if pipeline.virtual_time_ok else "real")
+    pipeline = load_pipeline(resolve_pipeline(args.pipeline)) if args.pipeline is not None else None
+    if pipeline is not None:
+        clock = args.clock or ("virtual" if pipeline.virtual_time_ok else "real")
+    else:
+        clock = args.clock or "real"
+    name = pipeline.name if pipeline is not None else "agent-cmd"
     check_run_folders(Path("runs"), args.out)
-    out = args.out or new_run_dir(Path("runs"), f"sweep-{pipeline.name}")
+    out = args.out or new_run_dir(Path("runs"), f"sweep-{name}")
     print(
         f"sweep: {len(points)} points x {len(scenarios)} scenario(s) x {args.repeat} repeat(s), "
-        f"pipeline {pipeline.name}, {clock} time -> {out}",
+        f"{'pipeline ' + name if pipeline is not None else 'agent: ' + args.agent_cmd}, "
+        f"{clock} time -> {out}",
         flush=True,
     )
 
@@ -110,14 +127,29 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     def on_point(row: dict[str, Any]) -> None:
         sys.stderr.write("\r" + " " * 100 + "\r")
         error = row["pred_error_ms"]
+        model = "-" if row["pred_v2v_p50"] is None else f"{row['pred_v2v_p50']:8.1f}"
         print(
             f"{row['point']:<40} n={row['n']:<4} v2v p50 {row['v2v_p50'] or 0:8.1f} ms  "
-            f"p95 {row['v2v_p95'] or 0:8.1f}  model {row['pred_v2v_p50'] or 0:8.1f}  "
+            f"p95 {row['v2v_p95'] or 0:8.1f}  model {model:>8}  "
             f"error {'-' if error is None else f'{error:+.1f}'} ms",
             flush=True,
         )
 
     async def main(clock_: clocks.Clock, telemetry: Telemetry | None) -> Any:
+        if pipeline is None:
+            from agent.jobs.agent_sweep import run_agent_sweep
+
+            return await run_agent_sweep(
+                args.agent_cmd,
+                args.url,
+                scenarios,
+                points,
+                clock_,
+                out,
+                repeat=args.repeat,
+                on_progress=on_progress,
+                on_point=on_point,
+            )
         return await run_sweep(
             pipeline,
             scenarios,

@@ -12,7 +12,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from agent import __version__
 from agent.audio import PCM, bytes_to_pcm
 from agent.clock import Clock
-from agent.errors import ConnectError, ProtocolError
+from agent.errors import ConnectError, ProtocolError, UnreachableError
 from agent.metrics.clocksync import ClockSample, OffsetEstimate, estimate_offset
 from agent.wire.protocol import PROTOCOL_VERSION, Error, Hello, Ping, Pong, decode, encode
 
@@ -31,9 +31,9 @@ async def open_session(
         raise ConnectError(f"{url}: not a websocket URL (expected ws://host:port)") from None
     except (OSError, TimeoutError) as exc:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
-        raise ConnectError(f"cannot reach agent at {url}: {reason}") from None
+        raise UnreachableError(f"cannot reach agent at {url}: {reason}") from None
     except InvalidHandshake as exc:
-        raise ConnectError(f"{url} did not accept a websocket: {exc}") from None
+        raise UnreachableError(f"{url} did not accept a websocket: {exc}") from None
     hello = Hello(
         protocol=PROTOCOL_VERSION,
         sample_rate=sample_rate,
@@ -46,10 +46,10 @@ async def open_session(
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
             reply = decode(await ws.recv())
     except ConnectionClosed as exc:
-        raise ConnectError(f"agent at {url} closed the connection: {exc}") from None
+        raise UnreachableError(f"agent at {url} closed the connection: {exc}") from None
     except TimeoutError:
         await ws.close()
-        raise ConnectError(f"agent at {url} sent no hello within {CONNECT_TIMEOUT_S:g} s") from None
+        raise UnreachableError(f"agent at {url} sent no hello within {CONNECT_TIMEOUT_S:g} s") from None
     if isinstance(reply, Error):
         await ws.close()
         raise ProtocolError(reply.code, f"agent at {url} refused the session: {reply.message}")

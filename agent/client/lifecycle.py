@@ -18,12 +18,11 @@ from collections.abc import AsyncIterator, Awaitable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
-from websockets.asyncio.client import ClientConnection
-
 from agent.audio import PCM
-from agent.client.connection import open_session, receive_until_closed, sync_clock
+from agent.client.connection import sync_clock
 from agent.client.dispatcher import MessageDispatcher
 from agent.client.recorder import StereoRecorder
+from agent.client.targets import AgentLink, open_target
 from agent.clock import Clock, utc_now
 from agent.errors import ConnectError
 from agent.metrics.clocksync import OffsetEstimate
@@ -70,7 +69,7 @@ class ClientRun:
     def __init__(
         self,
         url: str,
-        ws: ClientConnection,
+        ws: AgentLink,
         hello: Hello,
         clock: Clock,
         writer: RunWriter,
@@ -137,6 +136,7 @@ class ClientRun:
         if self._telemetry is not None:
             self.telemetry = self._telemetry.session(kind)
             self.writer.on_turn = self.telemetry.turn
+        self._describe_target()
         # On disk from the start, so a folder whose process was killed outright says "running".
         self.write_manifest()
         self.spawn(self._receive(client))
@@ -161,9 +161,12 @@ class ClientRun:
         self._tasks.append(task)
         return task
 
-    async def sync_clock(self, rounds: int, *, at: Literal["start", "end"]) -> OffsetEstimate:
+    async def sync_clock(self, rounds: int, *, at: Literal["start", "end"]) -> OffsetEstimate | None:
         """Estimate the server clock's offset (recorded in the manifest as
-        ``offset_<at>``); the one at the start places the server's marks."""
+        ``offset_<at>``); the one at the start places the server's marks. None: a
+        black-box agent has no clock to ask (and no marks to place)."""
+        if not self.ws.answers_pings:
+            return None
         offset = await self.unless_closed(sync_clock(self.ping, self.clock, rounds))
         if at == "start":
             self.manifest["clock"]["offset_start"] = offset.as_dict()
@@ -177,6 +180,10 @@ class ClientRun:
         self.origin_ns = self.clock.now_ns()
         self.manifest["clock"]["origin_ns"] = self.origin_ns - self.started_ns
 
+    def _describe_target(self) -> None:
+        if (target := self.ws.describe()) is not None:  # a black-box agent's settings
+            self.manifest["target"] = target
+
     def write_manifest(self) -> None:
         self.writer.write_json("manifest.json", self.manifest)
         if self.telemetry is not None:
@@ -185,9 +192,7 @@ class ClientRun:
     # -- the connection ----------------------------------------------------------
 
     async def _receive(self, client: RunClient) -> None:
-        self._close(
-            await receive_until_closed(self.ws, self.clock, client.on_audio, self.dispatcher.dispatch)
-        )
+        self._close(await self.ws.receive(self.clock, client.on_audio, self.dispatcher.dispatch))
 
     def _close(self, reason: str) -> None:
         if not self._closed.done():
@@ -251,6 +256,7 @@ class ClientRun:
         # Both clients say in the summary whether the run reached its end.
         complete = not cut_off and summary.get("completed", True)
         self.manifest["state"] = "complete" if complete else "interrupted"
+        self._describe_target()
         self.writer.write_json("summary.json", summary)
         if self.telemetry is not None:
             self.telemetry.manifest(self.manifest)
@@ -277,7 +283,7 @@ async def client_run(
     write the run into ``run_dir``, however the block ends; with ``telemetry``,
     publish the run as it goes (docs/telemetry.md)."""
     started = clock.now_ns()
-    ws, hello = await open_session(url, clock, sample_rate, frame_ms)
+    ws, hello = await open_target(url, clock, sample_rate, frame_ms)
     try:
         writer = RunWriter(run_dir)
     except BaseException:

@@ -43,6 +43,7 @@ from agent.client.turn_record import client_marks, latency_ms, llm_tpot_ms, mark
 from agent.client.user_speech import UserUtterance, render_user_audio
 from agent.clock import NS_PER_S, Clock
 from agent.config.scenario import Scenario, Turn
+from agent.metrics.assertions import check_assertions
 from agent.metrics.clocksync import OffsetEstimate
 from agent.metrics.records import BargeIn, Expectation, Manifest, ManifestExtra, Summary, TurnRecord
 from agent.metrics.timeline import analyze
@@ -67,6 +68,8 @@ log = logging.getLogger("vlt.replay")
 
 #: Silence recorded after the last reply, so the recording ends cleanly.
 TAIL_MS = 300
+#: A reply to a no-reply turn has ended once nothing of it arrived or played this long.
+SETTLE_MS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +146,8 @@ class _Replay:
 
     def conclude(self, summary: Summary, manifest: Manifest, finished_utc: str) -> None:
         summary["completed"] = manifest["completed"] = self.completed
+        if self.scenario.assertions is not None:
+            summary["assertions"] = check_assertions(self.scenario, self.records, summary)
         manifest["finished_utc"] = finished_utc
 
     # -- receiving ---------------------------------------------------------
@@ -210,24 +215,29 @@ class _Replay:
             if current is None and self._speech:
                 current = self._speech.popleft()
                 ct, utt, base = current
-                await self.ws.send(
-                    encode(
-                        Script(
-                            turn=ct.turn.index,
-                            speech_start_sample=base + utt.speech_start,
-                            speech_end_sample=base + utt.speech_end,
-                            text=ct.turn.text,
-                            reply=ct.turn.reply,
+                # Noise is not speech: no script announces it (an oracle VAD must not hear it).
+                if ct.turn.noise_ms is None:
+                    await self.ws.send(
+                        encode(
+                            Script(
+                                turn=ct.turn.index,
+                                speech_start_sample=base + utt.speech_start,
+                                speech_end_sample=base + utt.speech_end,
+                                text=ct.turn.text,
+                                reply=ct.turn.reply,
+                            )
                         )
                     )
-                )
             if current is None:
                 await self.ws.send(self._silence_bytes)
                 self.recorder.add_user(self._silence)
                 k += 1
                 continue
             ct, utt, base = current
-            pcm = utt.pcm[first - base : first - base + self.frame]
+            # Speech may begin a frame or two after this one (the microphone ran late):
+            # a negative start would slice the utterance's end into the silence before it.
+            at = first - base
+            pcm = utt.pcm[max(0, at) : max(0, at + self.frame)]
             if len(pcm) < self.frame:
                 pcm = np.concatenate((pcm, self._silence[: self.frame - len(pcm)]))
             await self.ws.send(pcm_to_bytes(pcm))
@@ -269,12 +279,15 @@ class _Replay:
                 await prev.done.wait()
                 start = max(self.clock.now_ns(), self._playout_end_ns) + round(turn.pause_ms * 1e6)
             await self.clock.sleep_until(start)
-            utt = _end_on_frame(render_user_audio(turn.text or None, turn.wav, self.rate), self.frame)
+            utt = _end_on_frame(
+                render_user_audio(turn.text or None, turn.wav, self.rate, turn.noise_ms), self.frame
+            )
             # Speech starts at the next frame boundary the microphone has not sent yet.
             base = self.next_frame_sample() + self.frame
             self._speech.append((ct, utt, base))
             await ct.speech_sent.wait()
-            asyncio.get_running_loop().create_task(self._watch_reply(ct))
+            watch = self._watch_no_reply(ct) if turn.expect.no_reply else self._watch_reply(ct)
+            asyncio.get_running_loop().create_task(watch)
         await self.turns[-1].done.wait()
         for ct in self.turns:
             await ct.done.wait()
@@ -300,6 +313,36 @@ class _Replay:
             ct.reply.end("no_response", f"no response within {self.scenario.reply_timeout_ms:g} ms")
             self._finish(ct)
         self._record(ct)
+
+    async def _watch_no_reply(self, ct: _ClientTurn) -> None:
+        """A turn the agent must not answer: listen for the scenario's window; a reply
+        heard in it is followed like any other (and fails the turn's ``no_reply``)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.scenario.no_reply_window_ms / 1000):
+                await ct.audible.wait()
+        if ct.audible.is_set():
+            await self._follow_spurious_reply(ct)
+        elif ct.turn.barge_in_ms is not None:
+            # Talked over a reply: whether it stopped (a false barge-in) is known when it ends.
+            await self.turns[ct.turn.index - 1].done.wait()
+        if not ct.done.is_set():
+            ct.reply.end("ok", "answered a turn meant to get no reply" if ct.audible.is_set() else "")
+            self._finish(ct)
+        self._record(ct)
+
+    async def _follow_spurious_reply(self, ct: _ClientTurn) -> None:
+        """Wait out a reply to a no-reply turn: until its response_done, or until
+        SETTLE_MS pass with nothing of it arriving or playing. (The agent may number
+        it as another turn: unannounced noise has no script to take a number from.)"""
+        settle_ns = SETTLE_MS * 1_000_000
+        while not ct.done.is_set():
+            quiet_at = max(ct.last_activity_ns or 0, ct.playout_end_ns or 0) + settle_ns
+            remaining_ns = quiet_at - self.clock.now_ns()
+            if remaining_ns <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining_ns / NS_PER_S):
+                    await ct.done.wait()
 
     # -- results -----------------------------------------------------------
 
@@ -327,7 +370,7 @@ def build_record(
     latency["llm_tpot"] = llm_tpot_ms(marks, agent.stats)
     barge_in: BargeIn | None = None
     latency["barge_in_stop"] = None
-    if ct.turn.barge_in_ms is not None and ct.turn.index > 0:
+    if ct.turn.barge_in_ms is not None and ct.turn.index > 0 and not ct.turn.expect.no_reply:
         prev = turns[ct.turn.index - 1]
         start = ct.marks.get("user.speech_start")
         stop = None
@@ -349,6 +392,8 @@ def build_record(
                 "ok": phrase not in ct.turn.expect.missing(reply),
             }
         )
+    if ct.turn.expect.no_reply:
+        checks += no_reply_checks(ct.turn, ct.audible.is_set(), turns[ct.turn.index - 1].reply.status)
     limit = ct.turn.expect.max_v2v_ms
     if limit is not None:
         v2v = latency["voice_to_voice"]
@@ -374,6 +419,15 @@ def build_record(
         "expectations": checks,
         "passed": agent.status in ("ok", "interrupted") and all(c["ok"] for c in checks),
     }
+
+
+def no_reply_checks(turn: Turn, heard_reply: bool, previous_status: str) -> list[Expectation]:
+    """A no-reply turn's checks: nothing answered it; a reply it talked over went on."""
+    checks: list[Expectation] = [{"check": "no_reply", "value": turn.index, "ok": not heard_reply}]
+    if turn.barge_in_ms is not None and turn.index > 0:
+        ok = previous_status != "interrupted"
+        checks.append({"check": "not_interrupted", "value": turn.index - 1, "ok": ok})
+    return checks
 
 
 def _wer(reference: str, transcript: str | None) -> float | None:

@@ -54,7 +54,9 @@ class UserUtterance:
     speech_end: int
 
 
-def render_user_audio(text: str | None, wav: Path | None, sample_rate: int) -> UserUtterance:
+def render_user_audio(
+    text: str | None, wav: Path | None, sample_rate: int, noise_ms: float | None = None
+) -> UserUtterance:
     """The caller's audio for one scenario turn, at ``sample_rate`` Hz.
 
     With ``wav`` the recording is used (resampled, stereo downmixed) and
@@ -69,6 +71,8 @@ def render_user_audio(text: str | None, wav: Path | None, sample_rate: int) -> U
     """
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    if noise_ms is not None:
+        return _noise(noise_ms, sample_rate)
     if wav is not None:
         path = Path(wav).resolve()  # one cache entry per file, whatever the cwd
         return _from_wav(path, _file_stamp(path), sample_rate)
@@ -186,6 +190,29 @@ def _trim(pcm: PCM, sample_rate: int) -> PCM:
     """
     bounds = speech_bounds(pcm, sample_rate)
     return pcm if bounds is None else pcm[bounds[0] : bounds[1]].copy()
+
+
+@functools.lru_cache(maxsize=32)
+def _noise(noise_ms: float, sample_rate: int) -> UserUtterance:
+    """A cough-like burst: seeded noise, low-passed, sharp attack, decaying, peak -12 dBFS.
+
+    Not speech (no voicing, no formants), but loud enough for any energy VAD and
+    broadband enough to fool a weak neural one: what a no-reply turn is for.
+    """
+    n = max(1, round(noise_ms * sample_rate / 1000))
+    rng = np.random.default_rng(n)
+    white = rng.standard_normal(n + 8)
+    # A short moving average: most energy below ~2 kHz, like a cough or a bump.
+    burst = np.convolve(white, np.ones(8) / 8, mode="valid")[:n]
+    t = np.arange(n) / sample_rate
+    attack = np.minimum(1.0, t / 0.01)
+    decay = np.exp(-t / max(noise_ms / 1000 / 3, 1e-3))
+    shaped = burst * attack * decay
+    peak = float(np.abs(shaped).max()) or 1.0
+    pcm = np.rint(shaped / peak * 32768 * 10 ** (-12 / 20)).astype(np.int16)
+    bounds = speech_bounds(pcm, sample_rate)
+    start, end = bounds if bounds is not None else (0, n)
+    return UserUtterance(_frozen(pcm), start, end)
 
 
 @functools.lru_cache(maxsize=128)

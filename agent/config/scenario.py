@@ -31,10 +31,12 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from agent.errors import ScenarioError
 
 __all__ = [
+    "DEFAULT_NO_REPLY_WINDOW_MS",
     "DEFAULT_PAUSE_MS",
     "DEFAULT_REPLY_TIMEOUT_MS",
     "MAX_PAUSE_MS",
     "MAX_REPLY_TIMEOUT_MS",
+    "Assertions",
     "Expectation",
     "Scenario",
     "Turn",
@@ -47,6 +49,11 @@ DEFAULT_PAUSE_MS = 600.0
 DEFAULT_REPLY_TIMEOUT_MS = 15000.0
 """How long a turn may wait for the agent's reply before it counts as failed."""
 
+DEFAULT_NO_REPLY_WINDOW_MS = 2000.0
+"""How long after a no-reply turn (noise, a cough, "mm-hm") the caller listens for a
+spurious reply before going on: longer than endpointing + TTFT + TTS of any agent
+worth measuring."""
+
 MAX_PAUSE_MS = 120_000.0
 """Upper bound of ``pause_ms`` and ``barge_in_ms`` (2 minutes): a replay
 records every millisecond of a pause and, in virtual time, steps through it;
@@ -54,10 +61,13 @@ a longer wait is a typo (seconds written as ms), not a conversation."""
 MAX_REPLY_TIMEOUT_MS = 300_000.0
 """Upper bound of ``reply_timeout_ms`` and ``max_v2v_ms`` (5 minutes)."""
 
-_TOP_KEYS = ("name", "description", "defaults", "turns")
-_DEFAULT_KEYS = ("pause_ms", "reply_timeout_ms")
-_TURN_KEYS = ("user", "wav", "text", "reply", "pause_ms", "barge_in_ms", "expect")
-_EXPECT_KEYS = ("contains", "max_v2v_ms")
+_TOP_KEYS = ("name", "description", "defaults", "turns", "assert")
+_DEFAULT_KEYS = ("pause_ms", "reply_timeout_ms", "no_reply_window_ms")
+_TURN_KEYS = ("user", "wav", "text", "reply", "pause_ms", "barge_in_ms", "expect", "noise")
+_EXPECT_KEYS = ("contains", "max_v2v_ms", "no_reply")
+_ASSERT_KEYS = ("v2v_p50_ms", "v2v_p95_ms", "missed_responses", "wer")
+#: The longest generated noise turn.
+MAX_NOISE_MS = 10_000.0
 
 _TAG = "tag:yaml.org,2002:"
 _NUMBER_TAGS = (_TAG + "int", _TAG + "float")
@@ -71,6 +81,10 @@ class Expectation:
     """Words or phrases the agent's reply must contain (case-insensitive)."""
     max_v2v_ms: float | None = None
     """Largest acceptable voice-to-voice latency for this turn."""
+    no_reply: bool = False
+    """The turn is not for the agent (noise, a cough, a backchannel "mm-hm"): it must
+    not answer within the scenario's ``no_reply_window_ms``, nor stop a reply it
+    talks over (a false barge-in)."""
 
     def missing(self, reply: str) -> tuple[str, ...]:
         """The ``contains`` phrases absent from ``reply``, ignoring case and spacing."""
@@ -98,6 +112,20 @@ class Turn:
     """If set, speak this long after the previous reply became audible, interrupting it."""
     expect: Expectation = Expectation()
     """Checks on the agent's reply to this turn."""
+    noise_ms: float | None = None
+    """A generated noise burst this long (a cough-like sound) instead of speech."""
+
+
+@dataclass(frozen=True, slots=True)
+class Assertions:
+    """Scenario-level checks on the whole run (the ``assert`` block); None: not checked."""
+
+    v2v_p50_ms: float | None = None
+    v2v_p95_ms: float | None = None
+    missed_responses: int | None = None
+    """Most turns allowed without a reply (no-reply turns do not count)."""
+    wer: float | None = None
+    """Largest pooled word error rate of the agent's transcripts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +139,9 @@ class Scenario:
     turns: tuple[Turn, ...]
     reply_timeout_ms: float = DEFAULT_REPLY_TIMEOUT_MS
     """How long to wait for an agent reply before marking the turn failed."""
+    no_reply_window_ms: float = DEFAULT_NO_REPLY_WINDOW_MS
+    """How long to listen for a spurious reply after a no-reply turn."""
+    assertions: Assertions | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dump of what was loaded, for the run manifest."""
@@ -119,6 +150,17 @@ class Scenario:
         data["turns"] = [
             {**turn, "wav": None if turn["wav"] is None else str(turn["wav"])} for turn in data["turns"]
         ]
+        # Features a scenario does not use stay out of the dump, so that a baseline's
+        # scenario hash (agent.metrics.baseline) of an older scenario file still matches.
+        for turn in data["turns"]:
+            if turn["noise_ms"] is None:
+                del turn["noise_ms"]
+            if not turn["expect"]["no_reply"]:
+                del turn["expect"]["no_reply"]
+        if data["assertions"] is None:
+            del data["assertions"]
+        if self.no_reply_window_ms == DEFAULT_NO_REPLY_WINDOW_MS:
+            del data["no_reply_window_ms"]
         return data
 
 
@@ -253,6 +295,7 @@ class _Reader:
         name = self.opt_string(top, "name", "") or Path(self.path).stem
         description = self.opt_string(top, "description", "") or ""
         pause_ms, timeout_ms = DEFAULT_PAUSE_MS, DEFAULT_REPLY_TIMEOUT_MS
+        window_ms = DEFAULT_NO_REPLY_WINDOW_MS
         if "defaults" in top:
             defaults = self.mapping(top["defaults"], "defaults", _DEFAULT_KEYS)
             if "pause_ms" in defaults:
@@ -264,6 +307,11 @@ class _Reader:
                 timeout_ms = self.number(
                     node, "defaults.reply_timeout_ms", positive=True, at_most=MAX_REPLY_TIMEOUT_MS
                 )
+            if "no_reply_window_ms" in defaults:
+                node = defaults["no_reply_window_ms"]
+                window_ms = self.number(
+                    node, "defaults.no_reply_window_ms", positive=True, at_most=MAX_REPLY_TIMEOUT_MS
+                )
         if "turns" not in top:
             self.fail(root, "turns", "missing: a scenario needs a list of turns")
         node = top["turns"]
@@ -272,16 +320,47 @@ class _Reader:
         if not node.value:
             self.fail(node, "turns", "the list is empty; add at least one turn")
         turns = tuple(self.turn(i, item, pause_ms) for i, item in enumerate(node.value))
-        return Scenario(name, description, Path(self.path).resolve(), turns, timeout_ms)
+        assertions = self.assertions(top["assert"]) if "assert" in top else None
+        return Scenario(
+            name, description, Path(self.path).resolve(), turns, timeout_ms, window_ms, assertions
+        )
+
+    def assertions(self, node: Node) -> Assertions:
+        values = self.mapping(node, "assert", _ASSERT_KEYS)
+        p50 = self.opt_number(values, "v2v_p50_ms", "assert", positive=True, at_most=MAX_REPLY_TIMEOUT_MS)
+        p95 = self.opt_number(values, "v2v_p95_ms", "assert", positive=True, at_most=MAX_REPLY_TIMEOUT_MS)
+        missed = None
+        if "missed_responses" in values:
+            missed_node = values["missed_responses"]
+            if not (isinstance(missed_node, ScalarNode) and missed_node.tag == _TAG + "int"):
+                got = self.describe(missed_node)
+                self.fail(missed_node, "assert.missed_responses", f"expected a whole number >= 0, got {got}")
+            missed = int(self.constructor.construct_object(missed_node))
+            if missed < 0:
+                self.fail(
+                    missed_node, "assert.missed_responses", f"expected a whole number >= 0, got {missed}"
+                )
+        wer = None
+        if "wer" in values:
+            wer = self.number(values["wer"], "assert.wer", positive=False, at_most=MAX_REPLY_TIMEOUT_MS)
+            if wer > 1:
+                self.fail(values["wer"], "assert.wer", f"is a fraction of words (0 to 1), got {wer:g}")
+        if p50 is None and p95 is None and missed is None and wer is None:
+            self.fail(node, "assert", f"is empty; give at least one of {', '.join(_ASSERT_KEYS)}")
+        return Assertions(p50, p95, missed, wer)
 
     def turn(self, index: int, node: Node, default_pause_ms: float) -> Turn:
         here = f"turns[{index}]"
         values = self.mapping(node, here, _TURN_KEYS)
-        if ("user" in values) == ("wav" in values):
-            which = "both" if "user" in values else "neither"
-            self.fail(node, here, f"has {which} 'user' and 'wav'; give exactly one of them")
-        if "text" in values and "user" in values:
+        sources = [k for k in ("user", "wav", "noise") if k in values]
+        if len(sources) != 1:
+            which = (
+                f"both {' and '.join(repr(k) for k in sources)}" if sources else "neither 'user' and 'wav'"
+            )
+            self.fail(node, here, f"has {which}; give exactly one of 'user', 'wav' and 'noise'")
+        if "text" in values and "wav" not in values:
             self.fail(values["text"], f"{here}.text", "only allowed with 'wav' (its transcript)")
+        noise_ms = self.opt_number(values, "noise", here, positive=True, at_most=MAX_NOISE_MS)
         wav = None
         if "wav" in values:
             wav = (self.folder / self.string(values["wav"], f"{here}.wav")).resolve()
@@ -308,6 +387,7 @@ class _Reader:
             pause_ms=default_pause_ms if pause_ms is None else pause_ms,
             barge_in_ms=barge_in_ms,
             expect=expect,
+            noise_ms=noise_ms,
         )
 
     def expectation(self, node: Node, here: str) -> Expectation:
@@ -322,6 +402,13 @@ class _Reader:
         elif phrases is not None:
             got = self.describe(phrases)
             self.fail(phrases, f"{here}.contains", f"expected a list of strings, got {got}")
-        return Expectation(
-            contains, self.opt_number(values, "max_v2v_ms", here, positive=True, at_most=MAX_REPLY_TIMEOUT_MS)
-        )
+        no_reply = False
+        if "no_reply" in values:
+            flag = values["no_reply"]
+            if not (isinstance(flag, ScalarNode) and flag.tag == _TAG + "bool"):
+                self.fail(flag, f"{here}.no_reply", f"expected true or false, got {self.describe(flag)}")
+            no_reply = bool(self.constructor.construct_object(flag))
+        max_v2v = self.opt_number(values, "max_v2v_ms", here, positive=True, at_most=MAX_REPLY_TIMEOUT_MS)
+        if no_reply and (contains or max_v2v is not None):
+            self.fail(values["no_reply"], f"{here}.no_reply", "cannot be combined with checks on a reply")
+        return Expectation(contains, max_v2v, no_reply)

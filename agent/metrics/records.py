@@ -19,7 +19,9 @@ from typing import Any, Literal, NotRequired, Required, TypedDict
 
 __all__ = [
     "AgentInfo",
+    "AnalysisSettings",
     "AsrStats",
+    "AssertionResult",
     "AudioFormat",
     "BargeIn",
     "ClockOffset",
@@ -27,6 +29,7 @@ __all__ = [
     "Devices",
     "Environment",
     "Expectation",
+    "HeardFigures",
     "ItlStats",
     "LatencyMs",
     "LlmStats",
@@ -158,9 +161,11 @@ class BargeIn(TypedDict):
 class Expectation(TypedDict):
     """One of the scenario's checks on this turn (replay only; a live turn has none)."""
 
-    check: Literal["contains", "max_v2v_ms"]
+    check: Literal["contains", "max_v2v_ms", "no_reply", "not_interrupted"]
     value: str | float
-    """The phrase the reply must contain, or the voice-to-voice limit in ms."""
+    """The phrase the reply must contain, the voice-to-voice limit in ms; for
+    ``no_reply`` this turn's number, for ``not_interrupted`` the number of the turn
+    whose reply a no-reply turn talked over (it must not have stopped)."""
     ok: bool
 
 
@@ -176,6 +181,25 @@ class TurnSource(TypedDict):
 
     host: str
     session: str
+
+
+class HeardFigures(TypedDict):
+    """``vlt analyze`` only: the turn as heard in a recording (agent.metrics.heard_turns),
+    in ms from the recording's start."""
+
+    speech_start_ms: float
+    speech_end_ms: float
+    reply_start_ms: float | None
+    reply_end_ms: float | None
+    """The end of the reply's last sound (it may run past the caller's next start)."""
+    reply_sound_ms: float
+    reply_silences_ms: list[float]
+    """Each silence inside the reply at least the analysis' gap_ms long, in order."""
+    longest_reply_silence_ms: float | None
+    overlap_ms: float
+    """Caller and agent both audible during the caller's speech."""
+    talk_over_ms: float
+    """The part of the overlap from agent sound that began while the caller spoke."""
 
 
 class TurnRecord(TypedDict):
@@ -210,6 +234,8 @@ class TurnRecord(TypedDict):
     barge_in: BargeIn | None
     playout: NotRequired[TurnPlayout]
     """Live only."""
+    heard: NotRequired[HeardFigures]
+    """``vlt analyze`` only."""
     expectations: list[Expectation]
     passed: bool
     """The status counts as answered and every expectation held."""
@@ -245,6 +271,16 @@ class WerSummary(TypedDict):
     reference_words: int
 
 
+class AssertionResult(TypedDict):
+    """One check of a scenario's ``assert`` block (agent.metrics.assertions)."""
+
+    check: Literal["v2v_p50_ms", "v2v_p95_ms", "missed_responses", "wer"]
+    limit: float
+    value: float | None
+    """The run's figure; None if it could not be measured (the check fails)."""
+    ok: bool
+
+
 class Summary(TypedDict):
     """``summary.json``."""
 
@@ -256,6 +292,8 @@ class Summary(TypedDict):
     metrics_ms: dict[str, MetricStats]
     """agent.metrics.results.METRICS (live: plus ``voice_to_voice_arrival``) → stats."""
     wer: WerSummary
+    assertions: NotRequired[list[AssertionResult]]
+    """Replay only, when the scenario has an ``assert`` block."""
     completed: NotRequired[bool]
     """Written by both clients: the run reached its end (replay) or was not closed by the agent (live)."""
 
@@ -360,6 +398,18 @@ class RecordSource(TypedDict):
     """The session's last status: online, offline, or unknown."""
 
 
+class AnalysisSettings(TypedDict):
+    """``vlt analyze``: the recording and the rule its turns were found by."""
+
+    files: list[str]
+    caller: Literal["left", "right", "first file"]
+    turns_from: Literal["scenario", "energy"]
+    threshold_dbfs: float
+    turn_gap_ms: float
+    bridge_ms: float
+    gap_ms: float
+
+
 class ManifestDetails(TypedDict, total=False):
     """What a client puts after the audio format: the replay its scenario, the live client its options."""
 
@@ -376,8 +426,9 @@ class ManifestExtra(TypedDict, total=False):
 class Manifest(TypedDict):
     """``manifest.json``: written when the run starts, rewritten when it ends."""
 
-    kind: Literal["replay", "demo", "record"]
-    """``record``: turns collected from a fleet by ``vlt record`` (see ``sources``)."""
+    kind: Literal["replay", "demo", "record", "analyze"]
+    """``record``: turns collected from a fleet by ``vlt record`` (see ``sources``);
+    ``analyze``: turns found in a recording by ``vlt analyze``."""
     state: Literal["running", "complete", "interrupted"]
     """``running`` from the first write until the run ends (a folder left so was
     killed outright); then ``complete``, or ``interrupted`` when a signal, an
@@ -394,6 +445,10 @@ class Manifest(TypedDict):
     environment: Environment
     pipeline: NotRequired[dict[str, Any]]
     """The pipeline's settings as loaded (Pipeline.as_dict); only for an in-process agent."""
+    analysis: NotRequired[AnalysisSettings]
+    """``vlt analyze`` only: what was analysed and how."""
+    target: NotRequired[dict[str, Any]]
+    """Only for a black-box agent (docs/black-box.md): its kind (``pcm-ws``) and settings."""
     devices: NotRequired[Devices]
     """Live only."""
     playout: NotRequired[PlayoutCounters]

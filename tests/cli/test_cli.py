@@ -45,8 +45,8 @@ def test_replay_virtual_prints_waterfall_and_summary(tmp_path: Path) -> None:
     assert len((out / "turns.jsonl").read_text().splitlines()) == 3
 
 
-def _assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    assert result.returncode == 2
+def _assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str, code: int = 2) -> None:
+    assert result.returncode == code
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -79,7 +79,18 @@ def test_missing_files_and_bad_targets() -> None:
         vlt("replay", "scenarios/quick-3-turn.yaml", "--pipeline", "nope"), "no pipeline named 'nope'"
     )
     _assert_one_line_error(
-        vlt("replay", "scenarios/quick-3-turn.yaml", "--url", "ws://127.0.0.1:9"), "cannot reach agent"
+        vlt("replay", "scenarios/quick-3-turn.yaml", "--url", "ws://127.0.0.1:9"),
+        "cannot reach agent",
+        code=3,
+    )
+    # The black-box target: the same distinct status when nothing listens.
+    _assert_one_line_error(
+        vlt("replay", "scenarios/quick-3-turn.yaml", "--url", "pcm+ws://127.0.0.1:9"),
+        "cannot reach agent",
+        code=3,
+    )
+    _assert_one_line_error(
+        vlt("replay", "scenarios/quick-3-turn.yaml", "--url", "pcm+ws://127.0.0.1:9#rate=fast"), "rate='fast'"
     )
     _assert_one_line_error(
         vlt("replay", "scenarios/quick-3-turn.yaml", "--url", "ws://127.0.0.1:9", "--clock", "virtual"),

@@ -1,0 +1,191 @@
+"""``vlt sweep --agent-cmd``: sweep the LLM emulator's speed under an agent vlt does not run.
+
+For every point the sweep starts ``vlt serve llm-emulator`` in-process with the
+point's tokens/s and TTFT, starts the agent's command with ``{llm_url}`` (the
+emulator's OpenAI ``base_url``) and ``{port}`` (a free port) filled in, waits
+until the agent's URL (``{port}`` filled in too) accepts connections, replays
+every scenario against it — through vlt's protocol or a black-box target
+(docs/black-box.md) — and stops the agent. Rows, sweep.json and sweep.csv are
+those of ``vlt sweep --pipeline`` (docs/sweeps.md); the latency model needs the
+agent's hop marks and chunker, so a foreign agent's rows have no prediction.
+Real time only: the agent is another process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from agent.clock import Clock, utc_now
+from agent.config.accelerators import get_profile, with_overrides
+from agent.config.scenario import Scenario
+from agent.errors import ConfigError, UnreachableError
+from agent.jobs.runner import run_scenario
+from agent.jobs.sweep import Progress, SweepPoint, _safe, _State, summarize_point
+from agent.metrics.records import TurnRecord
+from agent.metrics.results import check_new_run_dir
+from agent.server.llm_emulator import LLMEmulatorServer
+
+__all__ = ["AGENT_READY_TIMEOUT_S", "BASE_PROFILE", "run_agent_sweep"]
+
+#: How long an agent command may take to start listening.
+AGENT_READY_TIMEOUT_S = 60.0
+#: The profile a grid point's TTFT and tokens/s are set on (prefill, jitter off).
+BASE_PROFILE = "groq-llama-3.3-70b"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _fill(template: str, llm_url: str, port: int) -> str:
+    # str.replace, not str.format: commands and URLs carry JSON braces of their own.
+    return template.replace("{llm_url}", llm_url).replace("{port}", str(port))
+
+
+async def _wait_listening(
+    url: str, process: asyncio.subprocess.Process, clock: Clock, timeout_s: float
+) -> None:
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or (443 if parts.scheme.endswith("wss") else 80)
+    deadline = clock.now_ns() + round(timeout_s * 1e9)
+    while True:
+        if process.returncode is not None:
+            raise UnreachableError(
+                f"the agent command exited with status {process.returncode} before listening"
+            )
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            if clock.now_ns() > deadline:
+                raise UnreachableError(
+                    f"the agent command did not listen on {host}:{port} within {timeout_s:g} s"
+                ) from None
+            await clock.sleep_until(clock.now_ns() + 200_000_000)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
+
+
+@contextlib.asynccontextmanager
+async def _agent(command: str, url: str, clock: Clock, ready_timeout_s: float) -> AsyncIterator[None]:
+    # Its own process group, so a shell command's children stop with it.
+    process = await asyncio.create_subprocess_shell(command, start_new_session=True)
+    try:
+        await _wait_listening(url, process, clock, ready_timeout_s)
+        yield
+    finally:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                async with asyncio.timeout(10):
+                    await process.wait()
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                await process.wait()
+
+
+async def run_agent_sweep(
+    command: str,
+    url: str,
+    scenarios: Sequence[Scenario],
+    points: Sequence[SweepPoint],
+    clock: Clock,
+    out: str | Path,
+    *,
+    repeat: int = 1,
+    ready_timeout_s: float = AGENT_READY_TIMEOUT_S,
+    on_progress: Callable[[Progress], None] | None = None,
+    on_point: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Replay every scenario ``repeat`` times at every point against the agent ``command`` starts."""
+    if clock.virtual:
+        raise ConfigError(
+            "--agent-cmd runs the agent as another process: real time only (drop --clock virtual)"
+        )
+    if "{llm_url}" not in command:
+        raise ConfigError("--agent-cmd must contain {llm_url}: where the agent finds the emulated LLM")
+    if repeat < 1:
+        raise ValueError(f"repeat must be >= 1, got {repeat}")
+    out = Path(out)
+    check_new_run_dir(out, option="sweep folder")
+    out.mkdir(parents=True, exist_ok=True)
+    started = utc_now()
+    state = _State(
+        out,
+        {
+            "kind": "vlt-sweep",
+            "version": 1,
+            "status": "running",
+            "pipeline": {"name": "agent-cmd", "description": command, "agent_cmd": command, "url": url},
+            "scenarios": [s.name for s in scenarios],
+            "clock": "real",
+            "repeat": repeat,
+            "points_planned": [p.key for p in points],
+            "started_utc": started.isoformat(),
+            "finished_utc": None,
+            "elapsed_s": None,
+            "points": [],
+        },
+    )
+    state.write()
+    runs_total = len(points) * len(scenarios) * repeat
+    runs_done = 0
+
+    def progress(point: str) -> None:
+        if on_progress is not None:
+            elapsed = (utc_now() - started).total_seconds()
+            on_progress(
+                Progress(runs_done, runs_total, len(state.doc["points"]), len(points), point, elapsed)
+            )
+
+    try:
+        for point in points:
+            base = get_profile(point.profile or BASE_PROFILE)
+            profile = with_overrides(base, {"ttft_ms": point.ttft_ms, "tokens_per_s": point.tokens_per_s})
+            records: list[TurnRecord] = []
+            run_dirs: list[str] = []
+            async with LLMEmulatorServer(profile, clock) as llm:
+                port = _free_port()
+                agent_url = _fill(url, llm.base_url, port)
+                async with _agent(_fill(command, llm.base_url, port), agent_url, clock, ready_timeout_s):
+                    for rep in range(repeat):
+                        for scenario in scenarios:
+                            progress(point.key)
+                            run_dir = out / "points" / point.key / f"rep{rep}-{_safe(scenario.name)}"
+                            result = await run_scenario(scenario, clock, url=agent_url, run_dir=run_dir)
+                            records.extend(result.records)
+                            run_dirs.append(str(run_dir.relative_to(out)))
+                            runs_done += 1
+            row = summarize_point(point, records, [], len(run_dirs))
+            state.doc["points"].append({**row, "run_dirs": run_dirs})
+            state.doc["elapsed_s"] = (utc_now() - started).total_seconds()
+            state.write()
+            if on_point is not None:
+                on_point(row)
+    except BaseException:  # Ctrl-C, or the agent failing: the finished points stay
+        state.doc["status"] = "partial"
+        state.doc["elapsed_s"] = (utc_now() - started).total_seconds()
+        state.write()
+        raise
+    state.doc["status"] = "complete"
+    state.doc["finished_utc"] = utc_now().isoformat()
+    state.doc["elapsed_s"] = (utc_now() - started).total_seconds()
+    state.write()
+    progress("done")
+    return state.doc
