@@ -40,13 +40,27 @@ def add_replay_command(commands: Subcommands) -> None:
     )
     rp.add_argument("--out", type=Path, default=None, help="exact run folder to write (overrides --runs-dir)")
     rp.add_argument("--quiet", action="store_true", help="print only the run folder and the summary")
+    rp.add_argument(
+        "--late-ms",
+        type=float,
+        default=5.0,
+        help="flag a turn when an upstream frame went out later than this (default: 5 ms)",
+    )
+    rp.add_argument(
+        "--agent-loop",
+        choices=("thread", "shared"),
+        default="thread",
+        help="real time, in-process agent: on its own thread (default) or sharing the caller's event loop",
+    )
     rp.set_defaults(func=_cmd_replay)
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     from agent import clock as clocks
+    from agent.client.replay import ReplayOptions
     from agent.config.scenario import load_scenario
     from agent.jobs.runner import run_scenario
+    from agent.metrics.pacing import caller_warning
     from agent.metrics.records import TurnRecord
     from agent.metrics.redact import redact
     from agent.report.console import LEGEND, format_header, format_summary, format_turn
@@ -66,6 +80,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     def on_turn(record: TurnRecord) -> None:
         if not args.quiet:
             print(redact(format_turn(record)), flush=True)
+        elif (caller := record.get("caller")) is not None and caller["flagged"]:
+            print(caller_warning(record["turn"], caller), flush=True)
 
     async def main(clock: clocks.Clock) -> Any:
         return await run_scenario(
@@ -76,6 +92,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             runs_root=args.runs_dir,
             run_dir=args.out,
             on_turn=on_turn,
+            options=ReplayOptions(late_ms=args.late_ms),
+            agent_loop=args.agent_loop,
         )
 
     result = clocks.run(main, virtual=args.clock == "virtual")

@@ -232,7 +232,9 @@ class LiveSession:
             ct.marks["client.playback_stopped"] = stopped
             ct.drained = True
         stop_ms = (stopped - utt.start_ns) / 1e6
-        utt.barge_in = {"interrupted_turn": turn, "stop_ms": stop_ms}
+        # The flush figures are filled in when the record is built (agent.client.barge_in).
+        utt.barge_in = {"interrupted_turn": turn, "stop_ms": stop_ms, "received_ms": None, "flush_ms": None}
+        utt.heard_end_ns = stopped
         self.state.barge_in_stop_ms = stop_ms
         asyncio.get_running_loop().create_task(self._send_interrupt())
 
@@ -260,6 +262,7 @@ class LiveSession:
             log.debug("agent audio outside a response")
             return
         ct = self.turns[self._responding]
+        ct.last_frame_ns = now
         if ct.cut:
             return  # the listener barged in: the rest of this response is not played
         ct.last_activity_ns = now
@@ -375,7 +378,7 @@ class LiveSession:
         ct.recorded = True
         playout: TurnPlayout = {"underruns_total": self.buffer.underruns}
         record = build_live_record(
-            ct, self.utterances, self.run.offset, self.run.origin_ns, self.rate, playout
+            ct, self.utterances, self.run.offset, self.run.origin_ns, self.rate, playout, self.turns
         )
         self.records.append(record)
         self.run.writer.append_turn(record)

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
-from agent.client.replay import ReplayResult, replay
+from agent.client.replay import ReplayOptions, ReplayResult, replay
 from agent.clock import Clock
 from agent.config.scenario import Scenario
 from agent.errors import ConfigError
+from agent.jobs.agent_thread import agent_on_thread
 from agent.metrics.records import ManifestExtra, TurnRecord
 from agent.metrics.results import new_run_dir
 from agent.server.app import AgentServer
 from agent.stages.pipeline import Pipeline
 
-__all__ = ["run_scenario"]
+__all__ = ["AgentLoop", "run_scenario"]
+
+#: Where an in-process agent runs in real time: its own thread and loop (the default:
+#: its CPU work cannot hold up the caller's frames), or the caller's loop ("shared").
+AgentLoop = Literal["thread", "shared"]
 
 
 async def run_scenario(
@@ -26,8 +32,12 @@ async def run_scenario(
     runs_root: str | Path = "runs",
     run_dir: str | Path | None = None,
     on_turn: Callable[[TurnRecord], None] | None = None,
+    options: ReplayOptions | None = None,
+    agent_loop: AgentLoop = "thread",
 ) -> ReplayResult:
-    """Replay ``scenario`` against ``url``, or against ``pipeline`` served in-process."""
+    """Replay ``scenario`` against ``url``, or against ``pipeline`` served in-process
+    (in real time on its own thread unless ``agent_loop`` is ``shared``; in virtual
+    time always on the caller's loop, which keeps the run deterministic)."""
     if (pipeline is None) == (url is None):
         raise ConfigError("give either a pipeline or an agent URL")
     if clock.virtual and url is not None:
@@ -40,7 +50,14 @@ async def run_scenario(
     out = Path(run_dir) if run_dir is not None else new_run_dir(runs_root, scenario.name)
     if pipeline is None:
         assert url is not None
-        return await replay(scenario, url, clock, out, on_turn=on_turn)
+        return await replay(scenario, url, clock, out, options=options, on_turn=on_turn)
     extra: ManifestExtra = {"pipeline": pipeline.as_dict()}
+    if not clock.virtual and agent_loop == "thread":
+        async with agent_on_thread(pipeline) as agent_url:
+            return await replay(
+                scenario, agent_url, clock, out, options=options, manifest_extra=extra, on_turn=on_turn
+            )
     async with AgentServer(pipeline, clock) as server:
-        return await replay(scenario, server.url, clock, out, manifest_extra=extra, on_turn=on_turn)
+        return await replay(
+            scenario, server.url, clock, out, options=options, manifest_extra=extra, on_turn=on_turn
+        )
