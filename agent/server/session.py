@@ -24,6 +24,7 @@ from agent.errors import BackendError, ProtocolError, VltError
 from agent.server.audio_out import AudioOut
 from agent.server.orchestrator import Conversation, TurnMarks, TurnResult, respond
 from agent.server.turn_book import CONTINUATION, ContinueTurn, StartTurn, TurnBook
+from agent.server.warm_up import warm_up_stages
 from agent.stages.interfaces import Closable, PartialTranscripts, SessionContext, VadEvent
 from agent.stages.pipeline import Pipeline
 from agent.wire.protocol import (
@@ -123,6 +124,10 @@ class AgentSession:
         except VltError as exc:
             raise ProtocolError("backend_unavailable", str(exc)) from None
         self._stages = stages
+        try:
+            warm = await warm_up_stages(stages, self.clock)
+        except VltError as exc:
+            raise ProtocolError("backend_unavailable", str(exc)) from None
         self._audio = AudioOut(self.ws.send, self.clock, rate, frame_samples, self.pipeline.output.lead_ms)
         tts_rate = stages["tts"].sample_rate
         self._resample = PhraseResampler(tts_rate, rate) if tts_rate != rate else None
@@ -136,7 +141,11 @@ class AgentSession:
                 role="agent",
                 software=f"vlt/{__version__}",
                 session=self.session_id,
-                pipeline={"name": self.pipeline.name, "description": self.pipeline.description},
+                pipeline={
+                    "name": self.pipeline.name,
+                    "description": self.pipeline.description,
+                    "warm_up": warm.as_dict(),
+                },
             )
         )
         max_bytes = rate * 2  # up to one second of audio per frame

@@ -53,7 +53,7 @@ import numpy as np
 
 from agent.audio import FULL_SCALE, PCM, frame_rms_dbfs, resample
 from agent.errors import BackendError, ConfigError
-from agent.stages.interfaces import ASRStats, PartialTranscripts, SessionContext
+from agent.stages.interfaces import ASRStats, PartialTranscripts, SessionContext, WarmUp
 from agent.stages.whisper_model import (
     DECODE_WORKER,
     WHISPER_RATE,
@@ -67,6 +67,9 @@ from agent.wire.protocol import Script
 __all__ = ["WhisperASR", "WhisperASRConfig", "load_model"]
 
 log = logging.getLogger("vlt.asr.whisper")
+
+#: Models (by id; loaded models live as long as the process) whose first decode has run.
+_warmed: set[int] = set()
 
 #: A turn that never ends (a VAD that hears speech in a noisy line) keeps only this much.
 _MAX_BUFFER_S = 120
@@ -139,7 +142,7 @@ class _Decode:
     future: asyncio.Future[str]
 
 
-class WhisperASR(PartialTranscripts, ASRStats):
+class WhisperASR(PartialTranscripts, ASRStats, WarmUp):
     """One session's streaming recogniser; the model and the worker thread are shared."""
 
     def __init__(self, config: WhisperASRConfig, ctx: SessionContext) -> None:
@@ -176,6 +179,23 @@ class WhisperASR(PartialTranscripts, ASRStats):
             return self._model.result() if self._model.done() else await asyncio.wrap_future(self._model)
         except Exception as exc:
             raise BackendError("faster-whisper", f"cannot load the model: {exc}") from exc
+
+    async def warm_up(self) -> None:
+        """Load the model and decode a second of faint noise once per process (the first
+        decode allocates CTranslate2's buffers), on the shared worker."""
+        handle = await self.model()
+        if id(handle) in _warmed:
+            return
+        noise = np.random.default_rng(0).normal(0, 0.003, WHISPER_RATE).astype(np.float32)
+        config = self.config
+        job = DECODE_WORKER.submit(
+            handle.transcribe, noise, 1.0, config.window, config.beam_size, config.fit_pad_ms / 1000
+        )
+        try:
+            await asyncio.wrap_future(job)
+        except Exception as exc:
+            raise BackendError("faster-whisper", f"warm-up decode failed: {exc}") from exc
+        _warmed.add(id(handle))
 
     # -- streaming -----------------------------------------------------------
 
