@@ -48,9 +48,10 @@ def add_replay_command(commands: Subcommands) -> None:
     )
     rp.add_argument(
         "--agent-loop",
-        choices=("thread", "shared"),
-        default="thread",
-        help="real time, in-process agent: on its own thread (default) or sharing the caller's event loop",
+        choices=("thread", "process", "shared"),
+        default="process",
+        help="real time, in-process agent: in a child process (default), on its own thread, or sharing "
+        "the caller's event loop (docs/speech.md, \"The caller's clock\")",
     )
     rp.set_defaults(func=_cmd_replay)
 

@@ -10,6 +10,7 @@ from agent.client.replay import ReplayOptions, ReplayResult, replay
 from agent.clock import Clock
 from agent.config.scenario import Scenario
 from agent.errors import ConfigError
+from agent.jobs.agent_process import agent_in_process
 from agent.jobs.agent_thread import agent_on_thread
 from agent.metrics.records import ManifestExtra, TurnRecord
 from agent.metrics.results import new_run_dir
@@ -18,9 +19,11 @@ from agent.stages.pipeline import Pipeline
 
 __all__ = ["AgentLoop", "run_scenario"]
 
-#: Where an in-process agent runs in real time: its own thread and loop (the default:
-#: its CPU work cannot hold up the caller's frames), or the caller's loop ("shared").
-AgentLoop = Literal["thread", "shared"]
+#: Where an in-process agent runs in real time: a child process (what ``vlt replay`` and
+#: ``vlt sweep`` use), its own thread and loop (this function's default: the agent stays in
+#: this process, so tests can reach into it), or the caller's loop ("shared");
+#: docs/speech.md, "The caller's clock".
+AgentLoop = Literal["thread", "process", "shared"]
 
 
 async def run_scenario(
@@ -52,6 +55,11 @@ async def run_scenario(
         assert url is not None
         return await replay(scenario, url, clock, out, options=options, on_turn=on_turn)
     extra: ManifestExtra = {"pipeline": pipeline.as_dict()}
+    if not clock.virtual and agent_loop == "process":
+        async with agent_in_process(pipeline) as agent_url:
+            return await replay(
+                scenario, agent_url, clock, out, options=options, manifest_extra=extra, on_turn=on_turn
+            )
     if not clock.virtual and agent_loop == "thread":
         async with agent_on_thread(pipeline) as agent_url:
             return await replay(

@@ -190,6 +190,11 @@ class TurnPlayout(TypedDict):
 
     underruns_total: int
     """Underruns of the whole session up to this turn's end."""
+    input_latency_ms: float | None
+    """The microphone's device path (ADC → capture callback) as PortAudio last reported it
+    at this turn's end; None when it does not (clock-driven devices, some host APIs)."""
+    output_latency_ms: float | None
+    """The speaker's device path (output callback → DAC), likewise."""
 
 
 class TurnRecord(TypedDict):
