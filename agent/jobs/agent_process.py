@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,6 +29,7 @@ STARTUP_TIMEOUT_S = 120.0
 @contextlib.asynccontextmanager
 async def agent_in_process(pipeline: Pipeline) -> AsyncIterator[str]:
     """Serve ``pipeline`` from a child process; yields the agent's URL."""
+    _register_secrets(pipeline)
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -58,6 +60,19 @@ async def agent_in_process(pipeline: Pipeline) -> AsyncIterator[str]:
         except TimeoutError:
             child.kill()
             await child.wait()
+
+
+def _register_secrets(pipeline: Pipeline) -> None:
+    """Mask here what the child's stages will read as secrets: the run folder and stdout are
+    this process's, and an in-process agent's stages would have registered them here."""
+    from agent.metrics.redact import add_secret
+    from agent.stages.openai_endpoint import OpenAILLMConfig, resolve
+
+    for spec in pipeline.stages.values():
+        if isinstance(spec.config, OpenAILLMConfig):
+            env = resolve(spec.config).api_key_env
+            if env and os.environ.get(env):
+                add_secret(os.environ[env])
 
 
 def _child() -> None:
