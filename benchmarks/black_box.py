@@ -107,7 +107,17 @@ def main() -> None:
                     f"{statuses}/{len(a.records)}",
                 )
             )
-    head = ("scenario", "clock", "turns", "v2v proto", "v2v pcm", "mean diff", "max |diff|", "barge stop diff", "same status")
+    head = (
+        "scenario",
+        "clock",
+        "turns",
+        "v2v proto",
+        "v2v pcm",
+        "mean diff",
+        "max |diff|",
+        "barge stop diff",
+        "same status",
+    )
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     for r in [head, *rows]:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from agent.cli.arguments import Subcommands, check_run_folders
+from agent.cli.arguments import Subcommands, check_run_folders, finite_float
 from agent.cli.exit_codes import EXIT_FAILED, EXIT_OK
 from agent.cli.mqtt_options import add_mqtt_options, broker_from_args, telemetry_from_args
 from agent.errors import ConfigError
@@ -42,6 +42,19 @@ def add_replay_command(commands: Subcommands) -> None:
     )
     rp.add_argument("--out", type=Path, default=None, help="exact run folder to write (overrides --runs-dir)")
     rp.add_argument("--quiet", action="store_true", help="print only the run folder and the summary")
+    rp.add_argument(
+        "--late-ms",
+        type=finite_float,
+        default=5.0,
+        help="flag a turn when an upstream frame went out later than this (default: 5 ms)",
+    )
+    rp.add_argument(
+        "--agent-loop",
+        choices=("thread", "process", "shared"),
+        default="process",
+        help="real time, in-process agent: in a child process (default), on its own thread, or sharing "
+        "the caller's event loop (docs/speech.md, \"The caller's clock\")",
+    )
     add_mqtt_options(rp)
     rp.add_argument(
         "--wait-start",
@@ -54,8 +67,10 @@ def add_replay_command(commands: Subcommands) -> None:
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     from agent import clock as clocks
+    from agent.client.replay import ReplayOptions
     from agent.config.scenario import load_scenario
     from agent.jobs.runner import run_scenario
+    from agent.metrics.pacing import caller_warning
     from agent.metrics.records import TurnRecord
     from agent.metrics.redact import redact
     from agent.report.console import LEGEND, format_header, format_summary, format_turn
@@ -75,6 +90,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     def on_turn(record: TurnRecord) -> None:
         if not args.quiet:
             print(redact(format_turn(record)), flush=True)
+        elif (caller := record.get("caller")) is not None and caller["flagged"]:
+            print(caller_warning(record["turn"], caller), flush=True)
 
     broker = broker_from_args(args)
     if args.wait_start:
@@ -100,6 +117,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
                 run_dir=args.out,
                 on_turn=on_turn,
                 telemetry=telemetry,
+                options=ReplayOptions(late_ms=args.late_ms),
+                agent_loop=args.agent_loop,
             )
 
         result = clocks.run(main, virtual=args.clock == "virtual")

@@ -49,6 +49,7 @@ from agent.client.hud import HudState
 from agent.client.lifecycle import ClientRun, client_run
 from agent.client.live_turn import PASSING_STATUSES, LiveTurn, Utterance, build_live_record
 from agent.client.recorder import StereoRecorder
+from agent.client.speech_end import RecentAudio
 from agent.clock import NS_PER_S, Clock
 from agent.errors import ConnectError
 from agent.metrics.clocksync import OffsetEstimate
@@ -154,6 +155,7 @@ class LiveSession:
         self._chunks: dict[int, tuple[PCM, int]] = {}  # chunk id → (session-rate pcm, turn)
         self._sample = 0  # microphone samples so far
         self._frame_times: list[tuple[int, int]] = []  # (first sample, receive time of its end)
+        self._recent = RecentAudio(rate)  # for the speech end at the last audible sample
         self._awaiting_reply = False
         self._muted_frames = 0
         dispatcher = run.dispatcher
@@ -192,6 +194,7 @@ class LiveSession:
             first = self._sample
             self._sample += len(sent)
             self._frame_times.append((first, t_end))
+            self._recent.add(first, sent)
             if len(self._frame_times) > 1000:  # 20 s: far more than a VAD decision lags
                 del self._frame_times[:500]
             self.state.level_dbfs = None if muted else frame_rms_dbfs(pcm)
@@ -216,7 +219,9 @@ class LiveSession:
         if not self.utterances:
             return
         end = self.vad.endpointer.speech_end
-        self.utterances[-1].end_ns = self._sample_time(end)
+        # At the last audible sample (the replay's -40 dBFS rule), not the VAD's window edge.
+        audible = self._recent.audible_end(end)
+        self.utterances[-1].end_ns = self._sample_time(audible if audible is not None else end)
         self._awaiting_reply = True
 
     def _barge_in(self, utt: Utterance, now: int) -> None:
@@ -233,7 +238,9 @@ class LiveSession:
             ct.marks["client.playback_stopped"] = stopped
             ct.drained = True
         stop_ms = (stopped - utt.start_ns) / 1e6
-        utt.barge_in = {"interrupted_turn": turn, "stop_ms": stop_ms}
+        # The flush figures are filled in when the record is built (agent.client.barge_in).
+        utt.barge_in = {"interrupted_turn": turn, "stop_ms": stop_ms, "received_ms": None, "flush_ms": None}
+        utt.heard_end_ns = stopped
         self.state.barge_in_stop_ms = stop_ms
         asyncio.get_running_loop().create_task(self._send_interrupt())
 
@@ -261,6 +268,7 @@ class LiveSession:
             log.debug("agent audio outside a response")
             return
         ct = self.turns[self._responding]
+        ct.last_frame_ns = now
         if ct.cut:
             return  # the listener barged in: the rest of this response is not played
         ct.last_activity_ns = now
@@ -374,9 +382,13 @@ class LiveSession:
         if ct.recorded or not (ct.done and ct.drained):
             return
         ct.recorded = True
-        playout: TurnPlayout = {"underruns_total": self.buffer.underruns}
+        playout: TurnPlayout = {
+            "underruns_total": self.buffer.underruns,
+            "input_latency_ms": self.mic.observed_latency_ms,
+            "output_latency_ms": self.speaker.observed_latency_ms,
+        }
         record = build_live_record(
-            ct, self.utterances, self.run.offset, self.run.origin_ns, self.rate, playout
+            ct, self.utterances, self.run.offset, self.run.origin_ns, self.rate, playout, self.turns
         )
         self.records.append(record)
         self.run.writer.append_turn(record)

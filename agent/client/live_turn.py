@@ -7,11 +7,12 @@ turns.jsonl record.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from agent.audio import PhraseResampler
 from agent.client.agent_reply import AgentReply
+from agent.client.barge_in import barge_in_figures
 from agent.client.turn_record import client_marks, listener_latency, llm_tpot_ms, marks_since, stats_fields
 from agent.metrics.clocksync import OffsetEstimate
 from agent.metrics.records import BargeIn, TurnPlayout, TurnRecord
@@ -31,6 +32,8 @@ class Utterance:
     end_ns: int | None = None
     #: Filled when this speech interrupted the agent (barge-in).
     barge_in: BargeIn | None = None
+    #: With ``barge_in``: the last agent sample the device was given (what the listener heard).
+    heard_end_ns: int | None = None
 
 
 @dataclass
@@ -45,6 +48,8 @@ class LiveTurn:
     recorded: bool = False
     #: The client flushed this turn's audio (barge-in); later audio is dropped.
     cut: bool = False
+    #: The last agent frame that arrived for this turn (also after a cut: the agent's flush).
+    last_frame_ns: int | None = None
     resampler: PhraseResampler | None = None
 
 
@@ -61,10 +66,12 @@ def build_live_record(
     origin_ns: int,
     sample_rate: int,
     playout: TurnPlayout,
+    turns: Mapping[int, LiveTurn] | None = None,
 ) -> TurnRecord:
     """A finished live turn's record: marks on the client clock (ns since the run's
     origin) with the user's speech it answers, voice-to-voice at the listener,
-    barge-in and the playout."""
+    barge-in and the playout. ``turns``: the session's turns, where an interrupted one
+    gives its last frame received and the agent's stop (``barge_in_flush``)."""
     agent = ct.reply
     marks = client_marks(agent.server_marks, ct.marks, offset)
     utt = answered_utterance(utterances, marks.get("vad.end_of_turn", ct.opened_ns))
@@ -75,7 +82,22 @@ def build_live_record(
     timeline, latency = listener_latency(marks)
     latency["llm_tpot"] = llm_tpot_ms(marks, agent.stats)
     barge_in = utt.barge_in if utt is not None else None
+    if barge_in is not None and utt is not None:
+        cut = (
+            (turns or {}).get(barge_in["interrupted_turn"])
+            if barge_in["interrupted_turn"] is not None
+            else None
+        )
+        stopped = client_marks(cut.reply.server_marks, {}, offset).get("server.interrupted") if cut else None
+        barge_in = barge_in_figures(
+            barge_in["interrupted_turn"],
+            utt.start_ns,
+            utt.heard_end_ns,
+            cut.last_frame_ns if cut else None,
+            stopped,
+        )
     latency["barge_in_stop"] = barge_in["stop_ms"] if barge_in else None
+    latency["barge_in_flush"] = barge_in["flush_ms"] if barge_in else None
     stats = stats_fields(agent.stats, len(agent.partials))
     return {
         "turn": ct.turn,

@@ -13,8 +13,10 @@ protocol:
 - ``client.first_audio_received``: when the first *audible* agent sample plays,
   found in the received audio itself (playout starts at arrival, or when the
   previous audio finishes);
-- barge-in stop latency: the interrupting speech start → the last agent frame
-  of the interrupted turn.
+- barge-in stop latency: the interrupting speech start → the end of the
+  interrupted turn's audio as the caller hears it (its last audible sample as
+  played out, buffered audio included), with the agent's stop → last frame received as
+  ``barge_in_flush`` (agent.client.barge_in).
 
 Server marks arrive per turn and are moved onto the client clock with the NTP
 style offset estimate.
@@ -36,6 +38,8 @@ from websockets.exceptions import ConnectionClosed
 
 from agent.audio import PCM, find_onset, pcm_to_bytes
 from agent.client.agent_reply import AgentReply
+from agent.client.barge_in import barge_in_figures
+from agent.client.caller_pacing import CallerPacer
 from agent.client.dispatcher import TurnMessage
 from agent.client.lifecycle import ClientRun, client_run
 from agent.client.recorder import StereoRecorder
@@ -45,6 +49,7 @@ from agent.clock import NS_PER_S, Clock
 from agent.config.scenario import Scenario, Turn
 from agent.metrics.assertions import check_assertions
 from agent.metrics.clocksync import OffsetEstimate
+from agent.metrics.pacing import DEFAULT_LATE_MS, caller_warning
 from agent.metrics.records import BargeIn, Expectation, Manifest, ManifestExtra, Summary, TurnRecord
 from agent.metrics.timeline import analyze
 from agent.metrics.wer import wer_counts
@@ -78,6 +83,8 @@ class ReplayOptions:
     sample_rate: int | None = None
     frame_ms: int | None = None
     clock_sync_rounds: int = 8
+    #: A turn with an upstream frame sent later than this (ms) is flagged (agent.metrics.pacing).
+    late_ms: float = DEFAULT_LATE_MS
 
 
 @dataclass
@@ -100,6 +107,8 @@ class _ClientTurn:
     #: The last time anything of this turn's reply arrived (audio or a message).
     last_activity_ns: int | None = None
     playout_end_ns: int | None = None
+    #: The end of the last audible agent sample of the turn, as played out.
+    heard_end_ns: int | None = None
     speech_sent: asyncio.Event = field(default_factory=asyncio.Event)
     audible: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -111,6 +120,7 @@ class _Replay:
         run: ClientRun,
         scenario: Scenario,
         on_turn: Callable[[TurnRecord], None] | None,
+        late_ms: float = DEFAULT_LATE_MS,
     ) -> None:
         self.run = run
         self.ws = run.ws
@@ -129,6 +139,7 @@ class _Replay:
         self._speech: deque[tuple[_ClientTurn, UserUtterance, int]] = deque()
         self._replying: deque[_ClientTurn] = deque()  # speech sent, reply not finished
         self._playout_end_ns = 0
+        self.pacing = CallerPacer(len(self.turns), late_ms)
         dispatcher = run.dispatcher
         dispatcher.on_turn(MarkList, self._turn, self._on_marks)
         dispatcher.on_turn(Transcript, self._turn, self._on_transcript)
@@ -145,6 +156,7 @@ class _Replay:
         return self.records
 
     def conclude(self, summary: Summary, manifest: Manifest, finished_utc: str) -> None:
+        summary["caller"] = self.pacing.run_pacing()
         summary["completed"] = manifest["completed"] = self.completed
         if self.scenario.assertions is not None:
             summary["assertions"] = check_assertions(self.scenario, self.records, summary)
@@ -164,6 +176,10 @@ class _Replay:
         ct.last_frame_ns = ct.last_activity_ns = now
         ct.playout_end_ns = self._playout_end_ns
         ct.reply.audio_samples += len(pcm)
+        # The end of the last audible sample so far: where the caller stops hearing this
+        # turn (a barge-in's stop), by the same rule as its onset.
+        if (tail := find_onset(pcm[::-1], self.rate)) is not None:
+            ct.heard_end_ns = start + (len(pcm) - tail) * NS_PER_S // self.rate
         if not ct.audible.is_set():
             onset = find_onset(pcm, self.rate)
             if onset is not None:
@@ -206,15 +222,24 @@ class _Replay:
     # -- sending -----------------------------------------------------------
 
     async def microphone(self) -> None:
-        """Send one frame per frame period, forever: speech when queued, else silence."""
+        """Send one frame per frame period, forever: speech when queued, else silence.
+
+        Frame k is due once its 20 ms have been captured; how late it really went out
+        is kept (``self.pacing``), and the recording places it where it was sent.
+        """
         k = 0
         current: tuple[_ClientTurn, UserUtterance, int] | None = None
         while True:
-            await self.clock.sleep_until(self.run.origin_ns + (k + 1) * self.frame_ns)
+            due = self.run.origin_ns + (k + 1) * self.frame_ns
+            await self.clock.sleep_until(due)
             first = k * self.frame
-            if current is None and self._speech:
+            # Speech starts at its base, never before: a late loop must not slice its
+            # utterance from the end (a negative offset), which once sent a turn's
+            # last words ahead of its first ones.
+            if current is None and self._speech and self._speech[0][2] <= first:
                 current = self._speech.popleft()
                 ct, utt, base = current
+                self.pacing.speech_started(ct.turn.index)
                 # Noise is not speech: no script announces it (an oracle VAD must not hear it).
                 if ct.turn.noise_ms is None:
                     await self.ws.send(
@@ -230,7 +255,7 @@ class _Replay:
                     )
             if current is None:
                 await self.ws.send(self._silence_bytes)
-                self.recorder.add_user(self._silence)
+                self._sent(self._silence, k, due)
                 k += 1
                 continue
             ct, utt, base = current
@@ -241,8 +266,7 @@ class _Replay:
             if len(pcm) < self.frame:
                 pcm = np.concatenate((pcm, self._silence[: self.frame - len(pcm)]))
             await self.ws.send(pcm_to_bytes(pcm))
-            sent = self.clock.now_ns()
-            self.recorder.add_user(pcm)
+            sent = self._sent(pcm, k, due)
             end = first + self.frame
             for name, sample in (
                 ("user.speech_start", base + utt.speech_start),
@@ -257,8 +281,20 @@ class _Replay:
                 current = None
             k += 1
 
+    def _sent(self, pcm: PCM, k: int, due: int) -> int:
+        """Frame ``k`` (due at ``due``) went out now: keep its lateness, record it where it went."""
+        sent = self.clock.now_ns()
+        late = self.pacing.frame_sent(sent - due)
+        # On schedule (within a millisecond) a frame is placed on the schedule, so the
+        # caller's track stays sample-contiguous; a late one where it was really sent.
+        self.recorder.place_user(
+            k * self.frame + (late * self.rate // NS_PER_S if late >= 1_000_000 else 0), pcm
+        )
+        return sent
+
     def next_frame_sample(self) -> int:
-        """The stream position of the next frame not yet sent."""
+        """The stream position of the next frame due by the clock. A late microphone has
+        sent fewer: it catches up with silence first (speech starts at its place in time)."""
         elapsed = self.clock.now_ns() - self.run.origin_ns
         return (elapsed // self.frame_ns) * self.frame
 
@@ -348,6 +384,9 @@ class _Replay:
 
     def _record(self, ct: _ClientTurn) -> None:
         record = build_record(ct, self.turns, self.run.offset, self.run.origin_ns, self.rate)
+        record["caller"] = pacing = self.pacing.turn_pacing(ct.turn.index)
+        if pacing["flagged"]:
+            log.warning("%s", caller_warning(ct.turn.index, pacing))
         self.records.append(record)
         self.run.writer.append_turn(record)
         if self.on_turn is not None:
@@ -369,19 +408,21 @@ def build_record(
     latency = latency_ms(timeline)
     latency["llm_tpot"] = llm_tpot_ms(marks, agent.stats)
     barge_in: BargeIn | None = None
-    latency["barge_in_stop"] = None
+    latency["barge_in_stop"] = latency["barge_in_flush"] = None
     if ct.turn.barge_in_ms is not None and ct.turn.index > 0 and not ct.turn.expect.no_reply:
         prev = turns[ct.turn.index - 1]
-        start = ct.marks.get("user.speech_start")
-        stop = None
-        if start is not None and prev.last_frame_ns is not None:
-            stop = (prev.last_frame_ns - start) / 1e6
-        latency["barge_in_stop"] = stop
-        barge_in = {
-            "interrupted_turn": prev.turn.index,
-            "interrupted_status": prev.reply.status,
-            "stop_ms": stop,
-        }
+        # The caller hears the interrupted reply until its last audible sample plays
+        # (audio buffered at the client included); the agent's stop is its own mark.
+        stopped = client_marks(prev.reply.server_marks, {}, offset).get("server.interrupted")
+        barge_in = barge_in_figures(
+            prev.turn.index,
+            ct.marks.get("user.speech_start"),
+            prev.heard_end_ns,
+            prev.last_frame_ns,
+            stopped,
+        )
+        barge_in["interrupted_status"] = prev.reply.status
+        latency["barge_in_stop"], latency["barge_in_flush"] = barge_in["stop_ms"], barge_in["flush_ms"]
     reply = agent.reply
     checks: list[Expectation] = []
     for phrase in ct.turn.expect.contains:
@@ -478,7 +519,7 @@ async def replay(
     async with client_run(
         url, clock, run_dir, sample_rate=opts.sample_rate, frame_ms=opts.frame_ms, telemetry=telemetry
     ) as run:
-        session = _Replay(run, scenario, on_turn)
+        session = _Replay(run, scenario, on_turn, opts.late_ms)
         run.begin(session, "replay", {"scenario": scenario.as_dict()}, manifest_extra)
         await run.sync_clock(opts.clock_sync_rounds, at="start")
         run.write_manifest()

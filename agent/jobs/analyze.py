@@ -122,11 +122,17 @@ def _record(h: HeardTurn, prev: HeardTurn | None, scenario: Scenario | None, rat
     latency = t.as_ms()
     latency["llm_tpot"] = None
     barge_in: BargeIn | None = None
-    latency["barge_in_stop"] = None
+    # A recording holds what was heard, not when frames arrived: no flush, no received figure.
+    latency["barge_in_stop"] = latency["barge_in_flush"] = None
     if h.barge_in_heard_end is not None:
         stop = _ms(h.barge_in_heard_end - h.speech[0], rate)
         latency["barge_in_stop"] = stop
-        barge_in = {"interrupted_turn": prev.index if prev is not None else None, "stop_ms": stop}
+        barge_in = {
+            "interrupted_turn": prev.index if prev is not None else None,
+            "stop_ms": stop,
+            "received_ms": None,
+            "flush_ms": None,
+        }
     if h.reply_start is None:
         status, reason = "no_response", "no agent sound between this turn's end and the caller's next"
     elif h.talked_over:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from agent.client.replay import ReplayResult, replay
+from agent.client.replay import ReplayOptions, ReplayResult, replay
 from agent.clock import Clock
 from agent.config.scenario import Scenario
 from agent.errors import ConfigError
+from agent.jobs.agent_process import agent_in_process
+from agent.jobs.agent_thread import agent_on_thread
 from agent.metrics.records import ManifestExtra, TurnRecord
 from agent.metrics.results import new_run_dir
 from agent.server.app import AgentServer
@@ -18,7 +20,13 @@ from agent.stages.pipeline import Pipeline
 if TYPE_CHECKING:
     from agent.telemetry.publisher import Telemetry
 
-__all__ = ["run_scenario"]
+__all__ = ["AgentLoop", "run_scenario"]
+
+#: Where an in-process agent runs in real time: a child process (what ``vlt replay`` and
+#: ``vlt sweep`` use), its own thread and loop (this function's default: the agent stays in
+#: this process, so tests can reach into it), or the caller's loop ("shared");
+#: docs/speech.md, "The caller's clock".
+AgentLoop = Literal["thread", "process", "shared"]
 
 
 async def run_scenario(
@@ -31,9 +39,13 @@ async def run_scenario(
     run_dir: str | Path | None = None,
     on_turn: Callable[[TurnRecord], None] | None = None,
     telemetry: Telemetry | None = None,
+    options: ReplayOptions | None = None,
+    agent_loop: AgentLoop = "thread",
 ) -> ReplayResult:
-    """Replay ``scenario`` against ``url``, or against ``pipeline`` served in-process;
-    with ``telemetry``, the client publishes its turns and the in-process agent its marks."""
+    """Replay ``scenario`` against ``url``, or against ``pipeline`` served in-process
+    (in real time on its own thread unless ``agent_loop`` is ``shared``; in virtual
+    time always on the caller's loop, which keeps the run deterministic); with
+    ``telemetry``, the client publishes its turns and the in-process agent its marks."""
     if (pipeline is None) == (url is None):
         raise ConfigError("give either a pipeline or an agent URL")
     if clock.virtual and url is not None:
@@ -46,9 +58,27 @@ async def run_scenario(
     out = Path(run_dir) if run_dir is not None else new_run_dir(runs_root, scenario.name)
     if pipeline is None:
         assert url is not None
-        return await replay(scenario, url, clock, out, on_turn=on_turn, telemetry=telemetry)
+        return await replay(scenario, url, clock, out, options=options, on_turn=on_turn, telemetry=telemetry)
     extra: ManifestExtra = {"pipeline": pipeline.as_dict()}
-    async with AgentServer(pipeline, clock, telemetry=telemetry) as server:
+
+    async def against(agent_url: str) -> ReplayResult:
         return await replay(
-            scenario, server.url, clock, out, manifest_extra=extra, on_turn=on_turn, telemetry=telemetry
+            scenario,
+            agent_url,
+            clock,
+            out,
+            options=options,
+            manifest_extra=extra,
+            on_turn=on_turn,
+            telemetry=telemetry,
         )
+
+    if not clock.virtual and agent_loop == "process":
+        broker = None if telemetry is None else telemetry.broker
+        async with agent_in_process(pipeline, broker) as agent_url:
+            return await against(agent_url)
+    if not clock.virtual and agent_loop == "thread":
+        async with agent_on_thread(pipeline, telemetry) as agent_url:
+            return await against(agent_url)
+    async with AgentServer(pipeline, clock, telemetry=telemetry) as server:
+        return await against(server.url)

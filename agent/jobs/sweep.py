@@ -32,7 +32,7 @@ from agent.config.scenario import Scenario
 from agent.errors import ConfigError
 from agent.jobs.latency_model import Knee, TurnModel, dominant_components, measured_knee, model_knee, predict
 from agent.jobs.latency_model import turn_model as make_turn_model
-from agent.jobs.runner import run_scenario
+from agent.jobs.runner import AgentLoop, run_scenario
 from agent.metrics.records import TurnRecord
 from agent.metrics.results import check_new_run_dir, metric_values
 from agent.metrics.stats import describe
@@ -270,8 +270,12 @@ async def run_sweep(
     on_progress: Callable[[Progress], None] | None = None,
     on_point: Callable[[dict[str, Any]], None] | None = None,
     telemetry: Telemetry | None = None,
+    agent_loop: AgentLoop = "process",
 ) -> dict[str, Any]:
     """Replay every scenario ``repeat`` times at every point; return the sweep document.
+
+    In real time each point's agent runs in a child process (``agent_loop``,
+    docs/speech.md "The caller's clock"), so its CPU work cannot hold up the caller.
 
     Cancellation (Ctrl-C) marks the sweep ``partial``, keeps the finished points
     on disk, and re-raises.
@@ -326,7 +330,12 @@ async def run_sweep(
                     progress(point.key)
                     run_dir = out / "points" / point.key / f"rep{rep}-{_safe(scenario.name)}"
                     result = await run_scenario(
-                        scenario, clock, pipeline=point_pipeline, run_dir=run_dir, telemetry=telemetry
+                        scenario,
+                        clock,
+                        pipeline=point_pipeline,
+                        run_dir=run_dir,
+                        telemetry=telemetry,
+                        agent_loop=agent_loop,
                     )
                     records.extend(result.records)
                     run_dirs.append(str(run_dir.relative_to(out)))

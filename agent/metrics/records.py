@@ -24,6 +24,7 @@ __all__ = [
     "AssertionResult",
     "AudioFormat",
     "BargeIn",
+    "CallerPacing",
     "ClockOffset",
     "DemoOptions",
     "Devices",
@@ -76,7 +77,12 @@ class LatencyMs(TypedDict):
     llm_tpot: float | None
     """Time per output token: ``llm.first_token`` → ``llm.done`` over (output tokens - 1)."""
     barge_in_stop: float | None
-    """Interrupting speech start → the interrupted reply's last sample; None unless this turn barged in."""
+    """Interrupting speech start → the end of the interrupted reply *as the caller hears it*
+    (replay: the end of playout of every frame received, buffered audio included; demo: the
+    last agent sample handed to the output device). None unless this turn barged in."""
+    barge_in_flush: float | None
+    """The agent's stop (its ``server.interrupted`` of the interrupted turn) → the interrupted
+    turn's last agent frame received; None unless this turn barged in (or a mark is missing)."""
     playout: NotRequired[float | None]
     """Live only: first audible sample's arrival → handed to the output device."""
     voice_to_voice_arrival: NotRequired[float | None]
@@ -153,7 +159,13 @@ class BargeIn(TypedDict):
     interrupted_turn: int | None
     """None in a live session when no agent turn was playing."""
     stop_ms: float | None
-    """Interrupting speech start → the interrupted reply's last agent sample."""
+    """Interrupting speech start → the end of the interrupted reply as the caller hears it
+    (``latency_ms.barge_in_stop``)."""
+    received_ms: float | None
+    """Interrupting speech start → the interrupted turn's last agent frame received (what
+    ``stop_ms`` was before it counted the audio still buffered at the caller)."""
+    flush_ms: float | None
+    """``latency_ms.barge_in_flush``: the agent's stop → its last frame received."""
     interrupted_status: NotRequired[str]
     """Replay only: the interrupted turn's status."""
 
@@ -169,11 +181,34 @@ class Expectation(TypedDict):
     ok: bool
 
 
+class CallerPacing(TypedDict):
+    """Replay only: how late the caller's upstream frames went out (agent.client.caller_pacing).
+
+    A frame is due once its 20 ms have been "captured" (the run's origin + (k+1) frames);
+    its lateness is its send time minus that. The turn's window runs from its first speech
+    frame to the next turn's (turn 0: from the run's origin)."""
+
+    frames: int
+    lateness_p99_ms: float | None
+    lateness_max_ms: float | None
+    late_frames: int
+    """Frames later than ``threshold_ms``."""
+    threshold_ms: float
+    flagged: bool
+    """Some frame was later than ``threshold_ms``: the agent heard a stream that differs
+    from the scenario's (speech and silences shifted), and the turn's figures with it."""
+
+
 class TurnPlayout(TypedDict):
     """Live only: the playout buffer so far."""
 
     underruns_total: int
     """Underruns of the whole session up to this turn's end."""
+    input_latency_ms: float | None
+    """The microphone's device path (ADC → capture callback) as PortAudio last reported it
+    at this turn's end; None when it does not (clock-driven devices, some host APIs)."""
+    output_latency_ms: float | None
+    """The speaker's device path (output callback → DAC), likewise."""
 
 
 class TurnSource(TypedDict):
@@ -232,6 +267,8 @@ class TurnRecord(TypedDict):
     agent_audio_ms: float
     """Agent audio received for this turn."""
     barge_in: BargeIn | None
+    caller: NotRequired[CallerPacing]
+    """Replay only: the caller's send lateness over this turn's frames."""
     playout: NotRequired[TurnPlayout]
     """Live only."""
     heard: NotRequired[HeardFigures]
@@ -294,6 +331,9 @@ class Summary(TypedDict):
     wer: WerSummary
     assertions: NotRequired[list[AssertionResult]]
     """Replay only, when the scenario has an ``assert`` block."""
+    caller: NotRequired[CallerPacing]
+    """Replay only: the caller's send lateness over every frame of the run; ``flagged``:
+    some turn was flagged."""
     completed: NotRequired[bool]
     """Written by both clients: the run reached its end (replay) or was not closed by the agent (live)."""
 
@@ -307,7 +347,9 @@ class AgentInfo(TypedDict):
     software: str
     session: str | None
     pipeline: dict[str, Any] | None
-    """The pipeline's name and description as the agent announced them."""
+    """The pipeline's name and description as the agent announced them; vlt's agent adds
+    ``warm_up`` (agent.server.warm_up.WarmUp.as_dict: how long warming its stages took
+    before the session's hello, total and per stage, in ms)."""
 
 
 class AudioFormat(TypedDict):

@@ -66,6 +66,7 @@ METRICS: tuple[str, ...] = (
     "unaccounted",
     "llm_tpot",
     "barge_in_stop",
+    "barge_in_flush",
 )
 
 

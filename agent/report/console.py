@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from agent.metrics.pacing import caller_warning
 from agent.metrics.records import Summary, TurnRecord
 from agent.metrics.results import latencies
 from agent.metrics.timeline import HOP_NAMES, SHORT_NAMES
@@ -54,7 +55,14 @@ def format_turn(record: TurnRecord) -> str:
     )
     notes = []
     if lat.get("barge_in_stop") is not None:
-        notes.append(f"barge-in stop {lat['barge_in_stop']:.1f} ms")
+        flush = lat.get("barge_in_flush")
+        notes.append(
+            f"barge-in stop {lat['barge_in_stop']:.1f} ms as heard"
+            + ("" if flush is None else f" (agent stop → last frame received {flush:.1f} ms)")
+        )
+    caller = record.get("caller")
+    if caller is not None and caller["flagged"]:
+        notes.append(caller_warning(record["turn"], caller))
     if record.get("reason"):
         notes.append(record["reason"])
     notes += [
@@ -72,6 +80,16 @@ def format_summary(summary: Summary) -> str:
             continue
         values = "".join(f"{_fmt(stats[k]):>9}" for k in ("mean", "p50", "p90", "p95", "p99", "max"))
         lines.append(f"{metric:<18}{stats['n']:>5}{values}")
+    caller = summary.get("caller")
+    if caller is not None and caller["frames"]:
+        flagged = (
+            " — FLAGGED: some frames went out late (see the turns' warnings)" if caller["flagged"] else ""
+        )
+        lines.append(
+            f"caller send lateness: p99 {_fmt(caller['lateness_p99_ms'])} ms, max "
+            f"{_fmt(caller['lateness_max_ms'])} ms over {caller['frames']} frames; "
+            f"{caller['late_frames']} later than {caller['threshold_ms']:g} ms{flagged}"
+        )
     status = ", ".join(f"{n} {s}" for s, n in sorted(summary["status"].items()))
     lines.append(
         f"turns: {summary['turns']} ({status}); expectations failed: {summary['expectations_failed']}"

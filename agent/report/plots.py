@@ -178,6 +178,14 @@ def waterfall_figure(record: TurnRecord, context_ms: float = 800.0) -> Figure:
         a, b = ms(hop.start), ms(hop.end)
         if a is not None and b is not None:
             bars.append((hop.name, a, max(b - a, 0.0), color))
+    barge_in = record.get("barge_in")
+    if barge_in is not None and start is not None:
+        # The interrupted reply: as the caller heard it, and the agent's flush inside it.
+        stop, received, flush = barge_in.get("stop_ms"), barge_in.get("received_ms"), barge_in.get("flush_ms")
+        if stop is not None:
+            bars.append(("barge-in stop (heard)", start, max(stop, 0.0), "#c44e52"))
+        if received is not None and flush is not None:
+            bars.append(("barge-in flush", start + received - flush, max(flush, 0.0), "#dd8452"))
     heard = ms("client.first_audio_received")
     if heard is not None:
         bars.append(("agent speech", heard, float(record.get("agent_audio_ms") or 0.0), "#333333"))

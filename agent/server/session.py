@@ -26,6 +26,7 @@ from agent.server.audio_out import AudioOut
 from agent.server.limits import ServerLimits
 from agent.server.orchestrator import Conversation, TurnMarks, TurnResult, respond
 from agent.server.turn_book import CONTINUATION, ContinueTurn, StartTurn, TurnBook
+from agent.server.warm_up import warm_up_stages
 from agent.stages.end_of_turn import HearsTranscripts, SemanticVAD
 from agent.stages.interfaces import Closable, PartialTranscripts, SessionContext, VadEvent
 from agent.stages.pipeline import Pipeline
@@ -174,6 +175,10 @@ class AgentSession:
         except VltError as exc:
             raise ProtocolError("backend_unavailable", str(exc)) from None
         self._stages = stages
+        try:
+            warm = await warm_up_stages(stages, self.clock)
+        except VltError as exc:
+            raise ProtocolError("backend_unavailable", str(exc)) from None
         self._audio = AudioOut(self.ws.send, self.clock, rate, frame_samples, self.pipeline.output.lead_ms)
         tts_rate = stages["tts"].sample_rate
         self._resample = PhraseResampler(tts_rate, rate) if tts_rate != rate else None
@@ -187,7 +192,11 @@ class AgentSession:
                 role="agent",
                 software=f"vlt/{__version__}",
                 session=self.session_id,
-                pipeline={"name": self.pipeline.name, "description": self.pipeline.description},
+                pipeline={
+                    "name": self.pipeline.name,
+                    "description": self.pipeline.description,
+                    "warm_up": warm.as_dict(),
+                },
             )
         )
         max_bytes = rate * 2  # up to one second of audio per frame

@@ -19,12 +19,18 @@ How an utterance is recognised (details and measurements: ``docs/speech.md``):
   latest decode's remaining, tentative words. :meth:`WhisperASR.poll_partial`
   hands each new partial to the session, which sends it to the client.
 - **Speculation.** As soon as the audio has been quiet for ``pause_ms`` after
-  speech, the buffer is decoded at once. If no louder audio arrives before the
-  end of turn, that decode already holds the final transcript, and
-  ``finalize`` returns it without decoding again (or waits only for the rest
-  of it). Otherwise ``finalize`` decodes the buffer up to ``pause_ms`` after
-  the last loud frame — the trailing silence the VAD waited through adds
+  speech, the buffer up to ``pause_ms`` after the last loud frame is decoded at
+  once. If no louder audio arrives before the end of turn, that decode already
+  holds the final transcript, and ``finalize`` returns it without decoding
+  again (or waits only for the rest of it). Otherwise ``finalize`` decodes the
+  same span of the buffer — the trailing silence the VAD waited through adds
   nothing.
+- **The final depends on the audio alone.** Whichever way it comes (speculative,
+  in flight or fresh), the final transcript is a decode of exactly the buffer's
+  start → ``pause_ms`` after its last loud frame, so however late the shared
+  worker runs (a busy machine), the same audio gives the same words
+  (tests/stages/test_asr_stitching.py injects decode delays). Partials and
+  their LocalAgreement commits are for display only and never enter the final.
 - **Short windows.** Whisper's encoder always sees 30 s of audio, however short
   the utterance; with ``window = "fit"`` it sees the utterance followed by
   ``fit_pad_ms`` (3 s) of silence, rounded up to a half second, which is
@@ -43,6 +49,7 @@ This stage reads no clock: the orchestrator stamps ``asr.final`` around
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 from dataclasses import dataclass, field
@@ -53,7 +60,7 @@ import numpy as np
 
 from agent.audio import FULL_SCALE, PCM, frame_rms_dbfs, resample
 from agent.errors import BackendError, ConfigError
-from agent.stages.interfaces import ASRStats, PartialTranscripts, SessionContext
+from agent.stages.interfaces import ASRStats, PartialTranscripts, SessionContext, WarmUp
 from agent.stages.whisper_model import (
     DECODE_WORKER,
     WHISPER_RATE,
@@ -67,6 +74,9 @@ from agent.wire.protocol import Script
 __all__ = ["WhisperASR", "WhisperASRConfig", "load_model"]
 
 log = logging.getLogger("vlt.asr.whisper")
+
+#: Models (by id; loaded models live as long as the process) whose first decode has run.
+_warmed: set[int] = set()
 
 #: A turn that never ends (a VAD that hears speech in a noisy line) keeps only this much.
 _MAX_BUFFER_S = 120
@@ -139,7 +149,7 @@ class _Decode:
     future: asyncio.Future[str]
 
 
-class WhisperASR(PartialTranscripts, ASRStats):
+class WhisperASR(PartialTranscripts, ASRStats, WarmUp):
     """One session's streaming recogniser; the model and the worker thread are shared."""
 
     def __init__(self, config: WhisperASRConfig, ctx: SessionContext) -> None:
@@ -148,6 +158,8 @@ class WhisperASR(PartialTranscripts, ASRStats):
         path, threads = _resolve(config)
         # Start loading now, off the loop, so the first turn does not pay for it.
         self._model = model_future(path, config.compute_type, threads, config.language)
+        #: Where decodes run: the process-wide worker (a test may hold decodes back).
+        self._worker: concurrent.futures.Executor = DECODE_WORKER
         self._interval = round(config.partial_interval_ms * self._rate / 1000)
         self._pause = round(config.pause_ms * self._rate / 1000)
         self._preroll = round(config.preroll_ms * self._rate / 1000)
@@ -177,6 +189,23 @@ class WhisperASR(PartialTranscripts, ASRStats):
         except Exception as exc:
             raise BackendError("faster-whisper", f"cannot load the model: {exc}") from exc
 
+    async def warm_up(self) -> None:
+        """Load the model and decode a second of faint noise once per process (the first
+        decode allocates CTranslate2's buffers), on the shared worker."""
+        handle = await self.model()
+        if id(handle) in _warmed:
+            return
+        noise = np.random.default_rng(0).normal(0, 0.003, WHISPER_RATE).astype(np.float32)
+        config = self.config
+        job = DECODE_WORKER.submit(
+            handle.transcribe, noise, 1.0, config.window, config.beam_size, config.fit_pad_ms / 1000
+        )
+        try:
+            await asyncio.wrap_future(job)
+        except Exception as exc:
+            raise BackendError("faster-whisper", f"warm-up decode failed: {exc}") from exc
+        _warmed.add(id(handle))
+
     # -- streaming -----------------------------------------------------------
 
     def feed(self, pcm: PCM, first_sample: int) -> None:
@@ -205,9 +234,11 @@ class WhisperASR(PartialTranscripts, ASRStats):
         covered = self._done[0] if self._done is not None else self._start
         paused = self._end - self._loud_end >= self._pause
         if paused:
-            # What finalize accepts: every loud frame, and pause_ms of quiet after it.
+            # What finalize accepts: every loud frame, and pause_ms of quiet after it —
+            # exactly that, however late this decode starts, so that its text is the
+            # text a fresh decode at the end of turn would give.
             if self.config.speculative and covered < self._loud_end + self._pause:
-                self._submit("speculative")
+                self._submit("speculative", self._loud_end + self._pause)
         elif (
             self._interval and self._end - self._last_submit >= self._interval and self._loud_end == self._end
         ):
@@ -215,13 +246,15 @@ class WhisperASR(PartialTranscripts, ASRStats):
             # hold the worker just when a pause may begin and want its speculative one.
             self._submit("partial")
 
-    def _submit(self, kind: str) -> None:
+    def _submit(self, kind: str, end: int | None = None) -> None:
+        """Decode the buffer up to ``end`` (default: all of it) on the worker."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # fed outside an event loop (a synchronous caller): finalize decodes
-        future = self._run(loop, list(self._chunks), self._end - self._start, self._loud_end)
-        self._decode = _Decode(self._end, kind, future)
+        end = self._end if end is None else min(end, self._end)
+        future = self._run(loop, list(self._chunks), end - self._start, self._loud_end)
+        self._decode = _Decode(end, kind, future)
         self._last_submit = self._end
         self._decodes += 1
         future.add_done_callback(self._decoded)
@@ -240,7 +273,7 @@ class WhisperASR(PartialTranscripts, ASRStats):
                 x, speech_s, config.window, config.beam_size, config.fit_pad_ms / 1000
             )
 
-        future = loop.run_in_executor(DECODE_WORKER, work)
+        future = loop.run_in_executor(self._worker, work)
         # A finalize cancelled by a barge-in abandons its decode: retrieve the
         # outcome anyway, so a failure is not reported as "never retrieved".
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
@@ -292,11 +325,14 @@ class WhisperASR(PartialTranscripts, ASRStats):
             return ""
         # Enough audio: every loud frame plus pause_ms of what followed, up to the end of turn.
         need = min(self._loud_end + self._pause, max(end_sample, self._loud_end))
+        # Only a decode of exactly [start, need) stands for the final: a longer one (more
+        # trailing audio) can read differently, and which one exists depends on how late
+        # the worker was — the final transcript must depend on the audio alone.
         decode, done = self._decode, self._done
-        if done is not None and done[0] >= need:
+        if done is not None and done[0] == need:
             text, source = done[1], "speculative"
             samples = done[0] - self._start
-        elif decode is not None and decode.end >= need:
+        elif decode is not None and decode.end == need:
             source, samples = "in_flight", decode.end - self._start
             self._finish(end_sample, stats, source, samples)
             return await self._result(decode.future)

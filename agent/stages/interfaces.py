@@ -24,6 +24,7 @@ __all__ = [
     "ScriptBook",
     "SessionContext",
     "VadEvent",
+    "WarmUp",
 ]
 
 
@@ -148,6 +149,15 @@ class ASRStats(Protocol):
     """An ASR that says what its last ``finalize`` did (read right after it returns)."""
 
     last_stats: dict[str, Any] | None
+
+
+@runtime_checkable
+class WarmUp(Protocol):
+    """A stage whose first use is slower than the rest (a model to load, a first inference
+    that allocates): the session calls ``warm_up`` once, before its hello, so the first
+    turn is timed like the others. Process-wide work is done once per process."""
+
+    async def warm_up(self) -> None: ...
 
 
 @runtime_checkable

@@ -29,6 +29,7 @@ __all__ = [
     "StageSpec",
     "load_pipeline",
     "parse_pipeline",
+    "pipeline_from_raw",
 ]
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -122,6 +123,11 @@ def load_pipeline(path: str | Path) -> Pipeline:
 def parse_pipeline(text: str, path: str | Path | None = None) -> Pipeline:
     raw = parse_toml(text, path)
     return _build(raw, None if path is None else Path(path), text)
+
+
+def pipeline_from_raw(raw: dict[str, Any], path: str | Path | None = None) -> Pipeline:
+    """The pipeline a parsed table (``Pipeline.raw``) describes, e.g. handed to another process."""
+    return _build(copy.deepcopy(raw), None if path is None else Path(path), None)
 
 
 _SECTIONS: dict[str, type[Any]] = {

@@ -107,6 +107,7 @@ def resolve_voice(voice: str) -> Path:
 _lock = threading.RLock()  # _voice_future submits through _thread, which locks too
 _executors: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
 _voices: dict[Path, concurrent.futures.Future[PiperVoice]] = {}
+_warmed: set[Path] = set()  # voices whose first synthesis has run
 
 
 def _thread(name: str) -> concurrent.futures.ThreadPoolExecutor:
@@ -192,6 +193,15 @@ class PiperTTS:
                 f"voice {self._path.name} has {speakers} speaker(s): no speaker {self.config.speaker}",
             )
         return voice
+
+    async def warm_up(self) -> None:
+        """Load the voice and synthesise a short phrase once per process (the first
+        synthesis allocates its ONNX buffers: much slower than the rest)."""
+        if self._path in _warmed:
+            return
+        async for _ in self.synthesize("Hello there."):
+            pass
+        _warmed.add(self._path)
 
     async def synthesize(self, text: str) -> AsyncIterator[PCM]:
         voice = await self.voice()

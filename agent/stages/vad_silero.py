@@ -221,6 +221,10 @@ def silero_session(path: str | Path | None = None) -> Any:
         return _load_session(str(resolved.resolve()))
 
 
+#: The onnxruntime sessions already warmed (by id; sessions live as long as the process).
+_warmed: set[int] = set()
+
+
 class SileroVAD:
     """Silero VAD v6 on 32 ms windows of 16 kHz audio, with endpointing."""
 
@@ -245,6 +249,16 @@ class SileroVAD:
         )
         #: Speech probability of every window so far (diagnostics and measurements).
         self.probabilities: list[float] = []
+
+    async def warm_up(self) -> None:
+        """One inference on silence with a throwaway state (onnxruntime's first run
+        allocates), once per process; this session's state is untouched."""
+        if id(self._session) in _warmed:
+            return
+        zeros = np.zeros(_STATE_SHAPE, dtype=np.float32)
+        x = np.zeros((1, _CONTEXT + SILERO_WINDOW), dtype=np.float32)
+        self._session.run(None, {"input": x, "h": zeros, "c": zeros})
+        _warmed.add(id(self._session))
 
     def _position(self, sample_16k: int) -> int:
         """A 16 kHz position (counted from the first audio) as a session sample position."""

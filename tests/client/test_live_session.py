@@ -23,6 +23,7 @@ from agent.audio import speechlike
 from agent.client.devices.live_audio import ClockMicrophone, ClockSpeaker
 from agent.client.hud import HudState
 from agent.client.live import LiveOptions, live_session
+from agent.metrics.recording_truth import last_audible
 from agent.metrics.timeline import LISTENER_HOPS
 from agent.server.app import AgentServer
 from agent.stages.pipeline import parse_pipeline
@@ -30,6 +31,7 @@ from tests.conftest import live_test_pipeline
 
 PIPELINE = live_test_pipeline()
 RATE = 16000
+FRAME = RATE // 50  # 20 ms
 LEAD_IN = np.zeros(RATE * 3 // 10, dtype=np.int16)  # 300 ms of silence before speaking
 
 
@@ -91,7 +93,7 @@ def test_live_turns_have_every_mark_and_listener_v2v(tmp_path: Path) -> None:
     result, devices = _converse(tmp_path, texts, LiveOptions(turns=2, vad="energy"))
     assert [r["status"] for r in result.records] == ["ok", "ok"]
     mic: ClockMicrophone = devices["mic"]
-    for record, (_spoken_start, spoken_end) in zip(result.records, mic.spoken, strict=True):
+    for record, (_spoken_start, spoken_end), text in zip(result.records, mic.spoken, texts, strict=True):
         assert record["missing_marks"] == []
         lat = record["latency_ms"]
         # Every hop measured, and they tile voice-to-voice at the listener.
@@ -102,9 +104,19 @@ def test_live_turns_have_every_mark_and_listener_v2v(tmp_path: Path) -> None:
         marks = record["marks_ns"]  # relative to the session's origin
         end_truth = spoken_end - result.origin_ns
         assert abs(marks["user.speech_end"] - end_truth) <= 40_000_000
-        # The client and the agent run the same energy VAD on the same frames, so
-        # endpointing is exactly the agent's 300 ms of silence.
-        assert lat["endpointing"] == 300
+        # The speech end is the last audible sample (the replay's -40 dBFS rule), not the
+        # VAD's frame edge: the utterance's last frame arrived at spoken_end, and it ends
+        # with the utterance's padding to whole frames.
+        pcm = _utterance(text)
+        padded = -len(pcm) % FRAME
+        audible = last_audible(pcm, RATE, len(pcm))
+        assert audible is not None
+        audible_end = end_truth - (len(pcm) + padded - audible) * 1_000_000_000 // RATE
+        assert abs(marks["user.speech_end"] - audible_end) <= 1_000_000
+        # The client and the agent run the same energy VAD on the same frames: endpointing
+        # is the agent's 300 ms of silence after the VAD's edge, which is up to a frame
+        # after the last audible sample.
+        assert 300 <= lat["endpointing"] <= 320
         assert lat["asr_finalize"] == 150
         assert lat["llm_ttft"] == 200
         # Playout: the speaker pulls every 20 ms and the 40 ms prebuffer fills at

@@ -5,6 +5,7 @@ the real loopback websocket, with Piper-synthesised caller speech."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import wave
 from pathlib import Path
 
@@ -71,6 +72,15 @@ def test_real_time_replay_on_the_default_pipeline(tmp_path: Path) -> None:
         assert abs(lat["unaccounted"]) < 50
         assert lat["tts_first_audio"] > 0 and lat["asr_finalize"] >= 0
         assert record["reply"] == turn.reply  # the emulated LLM speaks the scripted reply
+
+    # Every real stage was warmed before the hello, and the manifest says how long it took.
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    warm = manifest["agent"]["pipeline"]["warm_up"]
+    assert set(warm["stages_ms"]) == {"vad", "asr", "tts"} and not warm["timed_out"]
+    assert warm["total_ms"] >= sum(warm["stages_ms"].values()) > 0
+    # Caller pacing is recorded, turn by turn and for the run.
+    assert all(r["caller"]["frames"] > 0 for r in result.records)
+    assert result.summary["caller"]["frames"] >= sum(r["caller"]["frames"] for r in result.records)
 
     with wave.open(str(tmp_path / "run" / "recording.wav")) as wav:
         rate = wav.getframerate()

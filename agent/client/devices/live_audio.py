@@ -33,6 +33,7 @@ import numpy as np
 
 from agent.audio import PCM
 from agent.client.devices.playout_buffer import PlayoutBuffer, Pulled
+from agent.client.devices.stream_times import captured_end_ns, heard_start_ns
 from agent.clock import NS_PER_S, Clock
 
 __all__ = [
@@ -53,6 +54,9 @@ OnPlayed = Callable[[int, Pulled], None]
 
 
 class Microphone(Protocol):
+    #: The device path's latency as last observed (ADC → callback, ms); None: not reported.
+    observed_latency_ms: float | None
+
     def frames(self) -> AsyncIterator[tuple[PCM, int]]:
         """Frames at the session rate, with the receive time of each frame's last sample."""
         ...
@@ -63,6 +67,8 @@ class Microphone(Protocol):
 class Speaker(Protocol):
     #: The rate of the samples the buffer holds (the device's rate).
     rate: int
+    #: The device path's latency as last observed (callback → DAC, ms); None: not reported.
+    observed_latency_ms: float | None
 
     def start(self, buffer: PlayoutBuffer, on_played: OnPlayed) -> None: ...
 
@@ -119,6 +125,7 @@ class DeviceMicrophone:
         self.frame = frame
         self.block = plan.rate * frame_ms // 1000
         self.latency_ms: float | None = None
+        self.observed_latency_ms: float | None = None
         #: Blocks PortAudio reported as overflowed (audio lost before we saw it).
         self.overflows = 0
 
@@ -130,11 +137,13 @@ class DeviceMicrophone:
         clock = self.clock
 
         def callback(indata: Any, frames: int, time_info: Any, status: Any) -> None:
-            t = clock.now_ns()
+            # Stamped with the ADC time of its last sample when PortAudio says it.
+            t, self.observed_latency_ms = captured_end_ns(clock.now_ns(), time_info, frames, rate)
             block = np.array(indata[:, 0], dtype=np.int16)
             with contextlib.suppress(RuntimeError):  # the loop closed while the stream stopped
                 loop.call_soon_threadsafe(queue.put_nowait, (block, t, bool(status)))
 
+        rate = self.plan.rate
         framer = Framer(self.plan.rate, self.session_rate, self.frame)
         stream = open_stream(self.plan, blocksize=self.block, callback=callback)
         try:
@@ -164,6 +173,7 @@ class DeviceSpeaker:
         self.rate: int = plan.rate
         self.block = plan.rate * frame_ms // 1000
         self.latency_ms: float | None = None
+        self.observed_latency_ms: float | None = None
         self.underflows = 0
         self._stream: Any = None
 
@@ -174,7 +184,8 @@ class DeviceSpeaker:
         clock = self.clock
 
         def callback(outdata: Any, frames: int, time_info: Any, status: Any) -> None:
-            t = clock.now_ns()
+            # What the block holds is heard at its DAC time when PortAudio says it.
+            t, self.observed_latency_ms = heard_start_ns(clock.now_ns(), time_info)
             pulled = buffer.pull(frames)
             outdata[:, 0] = pulled.pcm
             if status:
@@ -225,6 +236,7 @@ class ClockMicrophone:
         self.rate = session_rate
         self.frame = frame
         self.frame_ns = frame * NS_PER_S // session_rate
+        self.observed_latency_ms: float | None = None  # no device path
         self._queue: deque[PCM] = deque()
         self._current: PCM | None = None
         #: (start, end) receive times of each utterance's first and last frame.
@@ -271,6 +283,7 @@ class ClockSpeaker:
         self.rate = rate
         self.block = rate * block_ms // 1000
         self.played: list[PCM] = []
+        self.observed_latency_ms: float | None = None  # no device path
         #: When the first block was pulled (block k was pulled k blocks later).
         self.started_ns: int | None = None
         self._task: asyncio.Task[None] | None = None
