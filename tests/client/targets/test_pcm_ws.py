@@ -9,6 +9,7 @@ tone — a foreign agent of the kind telephony bridges are. Virtual time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from pathlib import Path
@@ -16,7 +17,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 
 from agent import clock as clocks
 from agent.audio import find_onset, pcm_to_bytes
@@ -25,6 +28,7 @@ from agent.client.targets.pcm_ws import parse_pcm_ws_url
 from agent.config.scenario import load_scenario
 from agent.errors import ConfigError, ConnectError
 from agent.jobs.pcm_facade import PcmFacade
+from agent.metrics.recording_truth import WINDOW_MS, heard_barge_in_stop_ms, read_recording
 from agent.server.app import AgentServer
 from agent.stages.pipeline import load_pipeline
 from tests.conftest import SCENARIOS, live_test_pipeline
@@ -38,14 +42,51 @@ def _pipeline(tmp_path: Path) -> Any:
     return load_pipeline(path)
 
 
-def _both(tmp_path: Path, scenario_name: str) -> tuple[Any, Any, list[str]]:
-    """The scenario replayed through the protocol and through the plain PCM facade."""
+async def _without_scripts(caller: ServerConnection, agent_url: str) -> None:
+    """Relays vlt's protocol both ways, with the words taken out of the client's
+    ``script`` messages (where each utterance lies stays, so turns are numbered as
+    the scenario's): the agent hears no text, as a black box's does not, and so
+    answers with the same words."""
+    async with connect(agent_url, compression=None, max_size=1 << 20) as agent:
+
+        async def upstream() -> None:
+            async for data in caller:
+                if isinstance(data, str) and (message := json.loads(data)).get("type") == "script":
+                    data = json.dumps({**message, "text": "", "reply": None})
+                await agent.send(data)
+
+        async def downstream() -> None:
+            async for data in agent:
+                await caller.send(data)
+
+        tasks = [asyncio.ensure_future(upstream()), asyncio.ensure_future(downstream())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                    await task
+
+
+def _both(tmp_path: Path, scenario_name: str, *, scripts: bool = True) -> tuple[Any, Any, list[str]]:
+    """The scenario replayed through the protocol and through the plain PCM facade.
+
+    ``scripts=False`` withholds the scenario's scripts from the protocol run too, so
+    both agents answer from the audio alone (the bank's reply, not the scenario's):
+    the same reply audio, which a figure that depends on where the cut falls in a
+    word (barge-in stop as heard) needs in order to be compared at all."""
     pipeline = _pipeline(tmp_path)
     scenario = load_scenario(SCENARIOS / scenario_name)
 
     async def main(clock: clocks.Clock) -> Any:
         async with AgentServer(pipeline, clock) as server:
-            protocol = await replay(scenario, server.url, clock, tmp_path / "protocol")
+            if scripts:
+                protocol = await replay(scenario, server.url, clock, tmp_path / "protocol")
+            else:
+                async with serve(lambda ws: _without_scripts(ws, server.url), "127.0.0.1", 0) as relay:
+                    port = next(iter(relay.sockets)).getsockname()[1]
+                    protocol = await replay(scenario, f"ws://127.0.0.1:{port}", clock, tmp_path / "protocol")
             async with PcmFacade(server.url, clock) as facade:
                 url = facade.pcm_url('start={"event":"start"}')
                 black_box = await replay(scenario, url, clock, tmp_path / "pcm")
@@ -74,13 +115,27 @@ def test_black_box_voice_to_voice_agrees_with_the_protocol(tmp_path: Path) -> No
 
 
 def test_black_box_barge_in_stop_and_status_from_audio(tmp_path: Path) -> None:
-    protocol, black_box, _ = _both(tmp_path, "barge-in.yaml")
+    # Scripted replies would make the two agents say different words, and stop-as-heard
+    # then differs by where the cut falls in a word (each run true to its own recording).
+    protocol, black_box, _ = _both(tmp_path, "barge-in.yaml", scripts=False)
     assert [r["status"] for r in black_box.records] == [r["status"] for r in protocol.records]
     for a, b in zip(protocol.records, black_box.records, strict=True):
         stop_a, stop_b = a["latency_ms"]["barge_in_stop"], b["latency_ms"]["barge_in_stop"]
         assert (stop_a is None) == (stop_b is None)
         if stop_a is not None:
             assert stop_b == pytest.approx(stop_a, abs=1.0)
+    # And the figure is the one the recording holds (a whole buffered lead counted
+    # audible would be wrong by up to that lead). The recording's rule works in
+    # non-overlapping windows, so it can sit up to one window earlier.
+    stereo, rate = read_recording(black_box.run_dir / "recording.wav")
+    stops = 0
+    for b in black_box.records:
+        if b["latency_ms"]["barge_in_stop"] is not None:
+            start = b["marks_ns"]["user.speech_start"] * rate // 10**9
+            heard = heard_barge_in_stop_ms(stereo, rate, start)
+            assert heard == pytest.approx(b["latency_ms"]["barge_in_stop"], abs=WINDOW_MS)
+            stops += 1
+    assert stops == 2
 
 
 # -- a foreign plain-PCM agent ---------------------------------------------------------
