@@ -258,7 +258,8 @@ def test_black_box_run_folder_matches_the_types(tmp_path: Path) -> None:
 
 def test_analyze_run_folder_matches_the_types(replay_runs: list[Path], tmp_path: Path) -> None:
     """``vlt analyze`` of a replay's recording: a replay's record shapes less what only a
-    protocol tells (scripted reply, barge-in status), plus ``heard``; its own manifest."""
+    protocol tells (scripted reply, barge-in status) and what only the replay's own send
+    loop knows (``caller`` pacing), plus ``heard``; its own manifest."""
     from agent.jobs.analyze import analyze_recording
     from agent.metrics.records import AnalysisSettings, HeardFigures
 
@@ -270,6 +271,7 @@ def test_analyze_run_folder_matches_the_types(replay_runs: list[Path], tmp_path:
             assert set(record) == _all_but(TurnRecord, "record", LIVE_ONLY) - {
                 "scripted_reply",
                 "barge_in_ms",
+                "caller",
             } | {"heard"}
             assert set(record["heard"]) == declared(HeardFigures)
             if record["barge_in"] is not None:

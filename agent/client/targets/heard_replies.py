@@ -15,7 +15,8 @@ Frames are handed on as they came, each with its own arrival time, except that
 inaudible frames are held until an audible one follows (then handed on first,
 so playout is placed exactly as if every frame had been passed on): a target
 that streams silence between replies does not look like a reply that never
-ends, and the reply's last frame is its last audible one (barge-in stop).
+ends, and the reply's last frame is its last audible one (a barge-in's
+``received_ms``; its stop is that frame's last audible sample as played out).
 Inaudible audio after a reply's last sound is dropped, and with it from the
 recording: below the listener threshold by definition.
 """
