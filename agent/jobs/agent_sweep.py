@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from agent.clock import Clock, utc_now
+from agent.client.replay import ReplayResult
+from agent.clock import Clock
 from agent.config.accelerators import get_profile, with_overrides
 from agent.config.scenario import Scenario
 from agent.errors import ConfigError, UnreachableError
 from agent.jobs.runner import run_scenario
-from agent.jobs.sweep import Progress, SweepPoint, _safe, _State, summarize_point
-from agent.metrics.records import TurnRecord
+from agent.jobs.sweep import PointReplay, Progress, SweepPoint, run_points
 from agent.metrics.results import check_new_run_dir
 from agent.server.llm_emulator import LLMEmulatorServer
 
@@ -125,67 +125,31 @@ async def run_agent_sweep(
     out = Path(out)
     check_new_run_dir(out, option="sweep folder")
     out.mkdir(parents=True, exist_ok=True)
-    started = utc_now()
-    state = _State(
+
+    @contextlib.asynccontextmanager
+    async def replaying(index: int, point: SweepPoint) -> AsyncIterator[PointReplay]:
+        base = get_profile(point.profile or BASE_PROFILE)
+        profile = with_overrides(base, {"ttft_ms": point.ttft_ms, "tokens_per_s": point.tokens_per_s})
+        async with LLMEmulatorServer(profile, clock) as llm:
+            port = _free_port()
+            agent_url = _fill(url, llm.base_url, port)
+            async with _agent(_fill(command, llm.base_url, port), agent_url, clock, ready_timeout_s):
+
+                async def one(scenario: Scenario, run_dir: Path) -> ReplayResult:
+                    return await run_scenario(scenario, clock, url=agent_url, run_dir=run_dir)
+
+                yield one
+
+    # A foreign agent's stages are unknown: no latency model, only the measured curve.
+    return await run_points(
         out,
-        {
-            "kind": "vlt-sweep",
-            "version": 1,
-            "status": "running",
-            "pipeline": {"name": "agent-cmd", "description": command, "agent_cmd": command, "url": url},
-            "scenarios": [s.name for s in scenarios],
-            "clock": "real",
-            "repeat": repeat,
-            "points_planned": [p.key for p in points],
-            "started_utc": started.isoformat(),
-            "finished_utc": None,
-            "elapsed_s": None,
-            "points": [],
-        },
+        {"name": "agent-cmd", "description": command, "agent_cmd": command, "url": url},
+        scenarios,
+        points,
+        "real",
+        repeat,
+        replaying,
+        lambda index, records: [],
+        on_progress=on_progress,
+        on_point=on_point,
     )
-    state.write()
-    runs_total = len(points) * len(scenarios) * repeat
-    runs_done = 0
-
-    def progress(point: str) -> None:
-        if on_progress is not None:
-            elapsed = (utc_now() - started).total_seconds()
-            on_progress(
-                Progress(runs_done, runs_total, len(state.doc["points"]), len(points), point, elapsed)
-            )
-
-    try:
-        for point in points:
-            base = get_profile(point.profile or BASE_PROFILE)
-            profile = with_overrides(base, {"ttft_ms": point.ttft_ms, "tokens_per_s": point.tokens_per_s})
-            records: list[TurnRecord] = []
-            run_dirs: list[str] = []
-            async with LLMEmulatorServer(profile, clock) as llm:
-                port = _free_port()
-                agent_url = _fill(url, llm.base_url, port)
-                async with _agent(_fill(command, llm.base_url, port), agent_url, clock, ready_timeout_s):
-                    for rep in range(repeat):
-                        for scenario in scenarios:
-                            progress(point.key)
-                            run_dir = out / "points" / point.key / f"rep{rep}-{_safe(scenario.name)}"
-                            result = await run_scenario(scenario, clock, url=agent_url, run_dir=run_dir)
-                            records.extend(result.records)
-                            run_dirs.append(str(run_dir.relative_to(out)))
-                            runs_done += 1
-            row = summarize_point(point, records, [], len(run_dirs))
-            state.doc["points"].append({**row, "run_dirs": run_dirs})
-            state.doc["elapsed_s"] = (utc_now() - started).total_seconds()
-            state.write()
-            if on_point is not None:
-                on_point(row)
-    except BaseException:  # Ctrl-C, or the agent failing: the finished points stay
-        state.doc["status"] = "partial"
-        state.doc["elapsed_s"] = (utc_now() - started).total_seconds()
-        state.write()
-        raise
-    state.doc["status"] = "complete"
-    state.doc["finished_utc"] = utc_now().isoformat()
-    state.doc["elapsed_s"] = (utc_now() - started).total_seconds()
-    state.write()
-    progress("done")
-    return state.doc

@@ -15,13 +15,13 @@ report`` can be built from it.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import csv
 import io
 import json
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,12 +40,14 @@ from agent.metrics.timeline import HOP_NAMES
 from agent.stages.pipeline import Pipeline
 
 if TYPE_CHECKING:
+    from agent.client.replay import ReplayResult
     from agent.telemetry.publisher import Telemetry
 
 __all__ = [
     "CSV_COLUMNS",
     "DEFAULT_TPS",
     "DEFAULT_TTFT_MS",
+    "PointReplay",
     "Progress",
     "SweepPoint",
     "grid_points",
@@ -292,6 +294,63 @@ async def run_sweep(
     out.mkdir(parents=True, exist_ok=True)
     # Build every point's pipeline first: a bad override fails before any replay.
     pipelines = [pipeline.with_overrides(dict(p.overrides)) for p in points]
+
+    @contextlib.asynccontextmanager
+    async def replaying(index: int, point: SweepPoint) -> AsyncIterator[PointReplay]:
+        async def one(scenario: Scenario, run_dir: Path) -> ReplayResult:
+            return await run_scenario(
+                scenario,
+                clock,
+                pipeline=pipelines[index],
+                run_dir=run_dir,
+                telemetry=telemetry,
+                agent_loop=agent_loop,
+            )
+
+        yield one
+
+    def models(index: int, records: Sequence[TurnRecord]) -> list[TurnModel]:
+        chunker = pipelines[index].chunker
+        return [m for m in (make_turn_model(r, chunker) for r in records) if m is not None]
+
+    return await run_points(
+        out,
+        pipeline.as_dict(),
+        scenarios,
+        points,
+        "virtual" if clock.virtual else "real",
+        repeat,
+        replaying,
+        models,
+        on_progress=on_progress,
+        on_point=on_point,
+    )
+
+
+#: Replays one scenario into a run folder, against the agent of the point being measured.
+PointReplay = Callable[[Scenario, Path], Awaitable["ReplayResult"]]
+
+
+async def run_points(
+    out: Path,
+    pipeline_doc: Mapping[str, Any],
+    scenarios: Sequence[Scenario],
+    points: Sequence[SweepPoint],
+    clock_kind: str,
+    repeat: int,
+    replaying: Callable[[int, SweepPoint], contextlib.AbstractAsyncContextManager[PointReplay]],
+    models: Callable[[int, Sequence[TurnRecord]], list[TurnModel]],
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+    on_point: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """The sweep loop every kind of sweep shares: for each point, ``replaying(i, point)``
+    sets its agent up and gives the replay to run; every scenario ``repeat`` times;
+    the point's row (and ``models(i, records)`` for the latency model) on disk at once.
+
+    Anything that ends it early (Ctrl-C, an agent failing) marks the sweep
+    ``partial``, keeps the finished points on disk, and re-raises.
+    """
     started = utc_now()
     state = _State(
         out,
@@ -299,9 +358,9 @@ async def run_sweep(
             "kind": "vlt-sweep",
             "version": 1,
             "status": "running",
-            "pipeline": pipeline.as_dict(),
+            "pipeline": dict(pipeline_doc),
             "scenarios": [s.name for s in scenarios],
-            "clock": "virtual" if clock.virtual else "real",
+            "clock": clock_kind,
             "repeat": repeat,
             "points_planned": [p.key for p in points],
             "started_utc": started.isoformat(),
@@ -322,35 +381,27 @@ async def run_sweep(
             )
 
     try:
-        for point, point_pipeline in zip(points, pipelines, strict=True):
+        for index, point in enumerate(points):
             records: list[TurnRecord] = []
             run_dirs: list[str] = []
-            for rep in range(repeat):
-                for scenario in scenarios:
-                    progress(point.key)
-                    run_dir = out / "points" / point.key / f"rep{rep}-{_safe(scenario.name)}"
-                    result = await run_scenario(
-                        scenario,
-                        clock,
-                        pipeline=point_pipeline,
-                        run_dir=run_dir,
-                        telemetry=telemetry,
-                        agent_loop=agent_loop,
-                    )
-                    records.extend(result.records)
-                    run_dirs.append(str(run_dir.relative_to(out)))
-                    runs_done += 1
-            models = [
-                m for m in (make_turn_model(r, point_pipeline.chunker) for r in records) if m is not None
-            ]
-            state.models.setdefault(point.ttft_ms, []).extend(models)
-            row = summarize_point(point, records, models, len(run_dirs))
+            async with replaying(index, point) as replay_one:
+                for rep in range(repeat):
+                    for scenario in scenarios:
+                        progress(point.key)
+                        run_dir = out / "points" / point.key / f"rep{rep}-{_safe(scenario.name)}"
+                        result = await replay_one(scenario, run_dir)
+                        records.extend(result.records)
+                        run_dirs.append(str(run_dir.relative_to(out)))
+                        runs_done += 1
+            point_models = models(index, records)
+            state.models.setdefault(point.ttft_ms, []).extend(point_models)
+            row = summarize_point(point, records, point_models, len(run_dirs))
             state.doc["points"].append({**row, "run_dirs": run_dirs})
             state.doc["elapsed_s"] = (utc_now() - started).total_seconds()
             state.write()
             if on_point is not None:
                 on_point(row)
-    except (asyncio.CancelledError, KeyboardInterrupt):
+    except BaseException:
         state.doc["status"] = "partial"
         state.doc["elapsed_s"] = (utc_now() - started).total_seconds()
         state.write()
