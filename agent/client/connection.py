@@ -16,24 +16,31 @@ from agent.errors import ConnectError, ProtocolError, UnreachableError
 from agent.metrics.clocksync import ClockSample, OffsetEstimate, estimate_offset
 from agent.wire.protocol import PROTOCOL_VERSION, Error, Hello, Ping, Pong, decode, encode
 
-__all__ = ["CONNECT_TIMEOUT_S", "open_session", "receive_until_closed", "sync_clock"]
+__all__ = ["CONNECT_TIMEOUT_S", "dial", "open_session", "receive_until_closed", "sync_clock"]
 
 CONNECT_TIMEOUT_S = 10.0
+
+
+async def dial(ws_url: str, named: str, expected: str) -> ClientConnection:
+    """Open the websocket to an agent; errors name the URL as the user gave it (``named``)
+    and say what was ``expected`` (``ws://host:port``…): UnreachableError when nothing
+    answered, so the command exits with its own status."""
+    try:
+        return await connect(ws_url, compression=None, open_timeout=CONNECT_TIMEOUT_S, max_size=1 << 20)
+    except InvalidURI:
+        raise ConnectError(f"{named}: not a websocket URL (expected {expected})") from None
+    except (OSError, TimeoutError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise UnreachableError(f"cannot reach agent at {ws_url}: {reason}") from None
+    except InvalidHandshake as exc:
+        raise UnreachableError(f"{ws_url} did not accept a websocket: {exc}") from None
 
 
 async def open_session(
     url: str, clock: Clock, sample_rate: int | None, frame_ms: int | None
 ) -> tuple[ClientConnection, Hello]:
     """Connect and exchange hellos; errors become :class:`ConnectError`/:class:`ProtocolError`."""
-    try:
-        ws = await connect(url, compression=None, open_timeout=CONNECT_TIMEOUT_S, max_size=1 << 20)
-    except InvalidURI:
-        raise ConnectError(f"{url}: not a websocket URL (expected ws://host:port)") from None
-    except (OSError, TimeoutError) as exc:
-        reason = getattr(exc, "strerror", None) or type(exc).__name__
-        raise UnreachableError(f"cannot reach agent at {url}: {reason}") from None
-    except InvalidHandshake as exc:
-        raise UnreachableError(f"{url} did not accept a websocket: {exc}") from None
+    ws = await dial(url, url, "ws://host:port")
     hello = Hello(
         protocol=PROTOCOL_VERSION,
         sample_rate=sample_rate,

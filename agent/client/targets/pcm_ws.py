@@ -37,15 +37,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from agent.audio import PCM, bytes_to_pcm, resample, to_mono
-from agent.client.connection import CONNECT_TIMEOUT_S
+from agent.client.connection import dial
 from agent.client.targets.heard_replies import AudioOut, HeardReplies, Out, ReplyEnd
 from agent.client.targets.pipecat_frames import FrameError, decode_audio, encode_audio
 from agent.clock import Clock
-from agent.errors import ConfigError, ConnectError, ProtocolError, UnreachableError
+from agent.errors import ConfigError, ProtocolError, UnreachableError
 from agent.wire.protocol import Hello, ResponseDone, Script, decode
 
 __all__ = ["PCM_SCHEMES", "PcmWsLink", "PcmWsTarget", "open_pcm_ws", "parse_pcm_ws_url"]
@@ -266,15 +266,7 @@ async def open_pcm_ws(url: str, clock: Clock) -> tuple[PcmWsLink, Hello]:
     """Connect to the plain PCM agent ``url`` names and send its start message; the
     link and a hello standing for the one such an agent does not send."""
     target = parse_pcm_ws_url(url)
-    try:
-        ws = await connect(target.url, compression=None, open_timeout=CONNECT_TIMEOUT_S, max_size=1 << 20)
-    except InvalidURI:
-        raise ConnectError(f"{url}: not a websocket URL (expected pcm+ws://host:port)") from None
-    except (OSError, TimeoutError) as exc:
-        reason = getattr(exc, "strerror", None) or type(exc).__name__
-        raise UnreachableError(f"cannot reach agent at {target.url}: {reason}") from None
-    except InvalidHandshake as exc:
-        raise UnreachableError(f"{target.url} did not accept a websocket: {exc}") from None
+    ws = await dial(target.url, url, "pcm+ws://host:port")
     if target.start_message is not None:
         try:
             await ws.send(target.start_message)
