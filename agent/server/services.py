@@ -46,11 +46,10 @@ from agent.wire.protocol import (
 )
 from agent.wire.service_protocol import SERVICE_PROTOCOL_VERSION, SERVICES, decode, encode, script_from_dict
 
-__all__ = ["HANDSHAKE_TIMEOUT_S", "MAX_CHUNK_MS", "StageService"]
+__all__ = ["MAX_CHUNK_MS", "StageService"]
 
 log = logging.getLogger("vlt.services")
 
-HANDSHAKE_TIMEOUT_S = ServerLimits().handshake_timeout_s
 #: Longest audio message the TTS service sends.
 MAX_CHUNK_MS = 200
 #: The stage's frame size hint (services receive whatever frames the client sends).

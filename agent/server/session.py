@@ -58,11 +58,10 @@ from agent.wire.protocol import (
 if TYPE_CHECKING:
     from agent.telemetry.publisher import SessionTelemetry, Telemetry
 
-__all__ = ["HANDSHAKE_TIMEOUT_S", "AgentSession"]
+__all__ = ["AgentSession"]
 
 log = logging.getLogger("vlt.server")
 
-HANDSHAKE_TIMEOUT_S = ServerLimits().handshake_timeout_s
 _FRAME_MS_CHOICES = (10, 20, 30, 40, 60)
 _ERROR_CLOSE_TIMEOUT_S = 1.0
 #: Client ``error`` messages logged per session: a flood of them must not flood the log.
